@@ -1,0 +1,3 @@
+from crmctl.main import main
+
+main()

@@ -1,0 +1,107 @@
+"""Bulk writes: PostgreSQL ``COPY … FROM STDIN`` and SQLite ``executemany``, fed from polars frames.
+
+Row-by-row ORM inserts are far too slow for imports of millions of rows; these helpers write a frame
+in one statement stream inside the caller's transaction. Datetime columns must be UTC (aware or
+naive-as-UTC); JSON columns must already be JSON text.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import polars as pl
+from sqlalchemy import Connection, text
+from sqlmodel import Session
+
+SQLITE_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S.%6f"  # what SQLAlchemy's SQLite DateTime stores
+COPY_CHUNK_ROWS = 200_000
+
+
+def _connection(target: Session | Connection) -> Connection:
+    return target.connection() if isinstance(target, Session) else target
+
+
+def _sqlite_ready(frame: pl.DataFrame) -> pl.DataFrame:
+    exprs = []
+    for name, dtype in frame.schema.items():
+        if isinstance(dtype, pl.Datetime):
+            col = pl.col(name)
+            if dtype.time_zone is not None:
+                col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+            exprs.append(col.dt.strftime(SQLITE_DATETIME_FORMAT).alias(name))
+        elif dtype == pl.Date:
+            exprs.append(pl.col(name).dt.strftime("%Y-%m-%d").alias(name))
+        elif isinstance(dtype, pl.Boolean):
+            exprs.append(pl.col(name).cast(pl.Int8).alias(name))
+    return frame.with_columns(exprs) if exprs else frame
+
+
+def _postgres_ready(frame: pl.DataFrame) -> pl.DataFrame:
+    exprs = []
+    for name, dtype in frame.schema.items():
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+            exprs.append(pl.col(name).dt.replace_time_zone("UTC").alias(name))
+    return frame.with_columns(exprs) if exprs else frame
+
+
+def insert_frame(target: Session | Connection, table: str, frame: pl.DataFrame) -> int:
+    """Insert every row of ``frame`` into ``table`` (column names = frame columns)."""
+    if frame.height == 0:
+        return 0
+    conn = _connection(target)
+    columns = ", ".join(f'"{c}"' for c in frame.columns)
+    if conn.dialect.name == "postgresql":
+        ready = _postgres_ready(frame)
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        sql = f'COPY "{table}" ({columns}) FROM STDIN WITH (FORMAT csv)'
+        with raw.cursor() as cur, cur.copy(sql) as copy:
+            for start in range(0, ready.height, COPY_CHUNK_ROWS):
+                buf = io.BytesIO()
+                ready.slice(start, COPY_CHUNK_ROWS).write_csv(buf, include_header=False)
+                copy.write(buf.getvalue())
+    else:
+        ready = _sqlite_ready(frame)
+        placeholders = ", ".join("?" for _ in frame.columns)
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        raw.executemany(f'INSERT INTO "{table}" ({columns}) VALUES ({placeholders})', ready.iter_rows())
+    return frame.height
+
+
+def insert_rows(target: Session | Connection, table: str, rows: list[dict[str, Any]]) -> int:
+    """Convenience for small lists of dicts (all with the same keys)."""
+    if not rows:
+        return 0
+    return insert_frame(target, table, pl.DataFrame(rows, infer_schema_length=None))
+
+
+def allocate_ids(target: Session | Connection, table: str, count: int) -> list[int]:
+    """Reserve ``count`` primary keys for ``table`` so related rows can be linked before insert.
+
+    PostgreSQL draws them from the table's sequence (safe under concurrent writers). SQLite hands out
+    max(id)+1…: callers hold the write transaction (``Database.session(write=True)``), so no one
+    else can insert in between."""
+    if count <= 0:
+        return []
+    conn = _connection(target)
+    if conn.dialect.name == "postgresql":
+        rows = conn.exec_driver_sql(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            (table, count),
+        ).all()
+        return [r[0] for r in rows]
+    start = conn.exec_driver_sql(f'SELECT COALESCE(MAX(id), 0) + 1 FROM "{table}"').scalar() or 1
+    return list(range(start, start + count))
+
+
+def read_frame(target: Session | Connection, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
+    """Run a read query and return a polars frame (narrow columns; aggregate in SQL when you can)."""
+    conn = _connection(target)
+    result = conn.execute(text(sql), params or {})
+    columns = list(result.keys())
+    rows = result.fetchall()
+    if not rows:
+        return pl.DataFrame({c: [] for c in columns})
+    return pl.DataFrame(rows, schema=columns, orient="row", infer_schema_length=None)

@@ -1,0 +1,185 @@
+"""Engines and tenant-bound sessions for SQLite and PostgreSQL.
+
+Only ``crmctl.db`` knows the dialect differences. A :class:`Database` is bound to one tenant: on
+PostgreSQL every transaction starts with ``set_config('app.tenant_id', …, true)`` so row-level
+security applies, and after connecting crmctl switches to the application role (``SET ROLE``) so
+that RLS binds it even when it logged in as a superuser or the tables' owner. On SQLite every query
+filters by ``tenant_id`` itself (library functions always do, on both backends).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlmodel import Session
+
+from crmctl.errors import DatabaseError, UsageError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def parse_database_url(url: str) -> URL:
+    """Accept ``sqlite:///file.db``, ``postgresql://…`` (psycopg 3 is implied) and nothing else."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise UsageError(
+            "The database URL is not valid.",
+            hint="Use sqlite:///path/to/crm.db or postgresql://user@host:5432/dbname.",
+        ) from exc
+    backend = parsed.get_backend_name()
+    if backend in {"postgresql", "postgres"}:
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        if parsed.drivername not in {"sqlite", "sqlite+pysqlite"}:
+            raise UsageError(f"Unsupported SQLite driver '{parsed.drivername}'; use sqlite:///path.")
+        return parsed
+    raise UsageError(
+        f"Unsupported database '{backend}'.",
+        hint="crmctl works with sqlite:///path/to/crm.db and postgresql://user@host/dbname.",
+    )
+
+
+def describe_url(url: str | URL) -> str:
+    """The URL with any password hidden: safe for messages and logs."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError:
+        return "<invalid URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        # Take transaction control away from pysqlite so BEGIN is ours (see the "begin" hook).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA temp_store=MEMORY")
+        cur.execute("PRAGMA cache_size=-200000")  # ~200 MB page cache
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Writers take the write lock up front: a deferred transaction that reads first and then
+        # writes cannot be retried by busy_timeout and fails with "database is locked".
+        mode = "IMMEDIATE" if conn.get_execution_options().get("crmctl_write") else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _configure_postgresql(engine: Engine, tenant: str | None, app_role: str | None) -> None:
+    if app_role:
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (app_role,))
+                if cur.fetchone() is None:
+                    dbapi_conn.rollback()
+                    raise DatabaseError(
+                        f"The database has no role '{app_role}' yet.",
+                        hint="Run 'crmctl db upgrade' first (it creates the role and the schema).",
+                    )
+                cur.execute(f'SET ROLE "{app_role}"')
+            dbapi_conn.commit()
+
+    if tenant is not None:
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("SELECT set_config('app.tenant_id', %s, true)", (tenant,))
+
+
+def make_engine(url: str, *, tenant: str | None = None, app_role: str | None = None) -> Engine:
+    """An engine for ``url``. ``tenant`` binds PostgreSQL transactions to it; ``app_role`` is the
+    role to switch to (pass None for migrations, which need the owner's rights)."""
+    parsed = parse_database_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        db_path = parsed.database
+        if db_path and db_path != ":memory:" and not db_path.startswith("file:"):
+            parent = Path(db_path).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise DatabaseError(f"The folder for the SQLite database does not exist: {parent}.")
+        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        _configure_sqlite(engine)
+    else:
+        engine = create_engine(
+            parsed,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": 10, "application_name": "crmctl"},
+        )
+        _configure_postgresql(engine, tenant, app_role)
+    return engine
+
+
+@dataclass
+class Database:
+    """An engine bound to one tenant; hands out sessions that carry the tenant in ``info``."""
+
+    url: str
+    tenant: str
+    engine: Engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name  # "sqlite" | "postgresql"
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @contextmanager
+    def session(self, *, write: bool = False) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on any error.
+
+        ``write=True`` takes SQLite's write lock at BEGIN (see ``_configure_sqlite``)."""
+        bind = self.engine.execution_options(crmctl_write=True) if write else self.engine
+        with Session(bind, expire_on_commit=False) as session:
+            session.info["tenant"] = self.tenant
+            session.info["dialect"] = self.dialect
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_database(url: str, tenant: str, *, app_role: str | None = "crmctl_app") -> Database:
+    engine = make_engine(url, tenant=tenant, app_role=app_role or None)
+    return Database(url=url, tenant=tenant, engine=engine)
+
+
+def tenant_of(session: Session) -> str:
+    """The tenant a session is bound to (set by :meth:`Database.session`)."""
+    try:
+        return session.info["tenant"]
+    except KeyError as exc:  # a programming error, not a user error
+        raise RuntimeError("session is not bound to a tenant; use Database.session()") from exc
+
+
+def dialect_of(session: Session) -> str:
+    return session.info.get("dialect") or session.get_bind().dialect.name
+
+
+def connection_error(exc: OperationalError, url: str) -> DatabaseError:
+    """Turn a driver's connection failure into one sentence without credentials or data."""
+    return DatabaseError(
+        f"Cannot connect to the database at {describe_url(url)}.",
+        hint="Check that the server is running and the URL, user and database name are right.",
+    )

@@ -1,0 +1,143 @@
+"""Schema migrations (Alembic, shipped inside the package) and health checks of the schema.
+
+The library is the API: ``crmctl db upgrade`` calls :func:`upgrade`, which calls
+``alembic.command.upgrade`` with a connection crmctl opened (as the login role, not the app role).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect
+from sqlalchemy.exc import OperationalError
+
+from crmctl.db import rls
+from crmctl.db.engine import Database, connection_error, make_engine
+from crmctl.errors import DatabaseError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    backend: str
+    current: str | None
+    head: str
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+
+def upgrade(url: str, *, revision: str = "head", app_role: str | None = rls.DEFAULT_APP_ROLE) -> SchemaStatus:
+    """Migrate to ``revision``; on PostgreSQL also (re)create the app role and its grants."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), revision)
+            if conn.dialect.name == "postgresql" and app_role:
+                rls.ensure_app_role(conn, app_role)
+        with engine.connect() as conn:
+            return SchemaStatus(conn.dialect.name, current_revision(conn), head_revision())
+    except OperationalError as exc:
+        raise connection_error(exc, url) from exc
+    finally:
+        engine.dispose()
+
+
+def grant_app_role(url: str, app_role: str = rls.DEFAULT_APP_ROLE) -> None:
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name != "postgresql":
+                return
+            rls.ensure_app_role(conn, app_role)
+    except OperationalError as exc:
+        raise connection_error(exc, url) from exc
+    finally:
+        engine.dispose()
+
+
+def status(url: str) -> SchemaStatus:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return SchemaStatus(conn.dialect.name, current_revision(conn), head_revision())
+    except OperationalError as exc:
+        raise connection_error(exc, url) from exc
+    finally:
+        engine.dispose()
+
+
+def check(url: str) -> list[str]:
+    """Problems with the schema, one sentence each; empty when all is well."""
+    engine = make_engine(url)
+    problems: list[str] = []
+    try:
+        with engine.connect() as conn:
+            current, head = current_revision(conn), head_revision()
+            if current != head:
+                problems.append(f"schema is at revision {current or 'none'}, crmctl needs {head}")
+            if conn.dialect.name == "postgresql":
+                problems += rls.missing_policies(conn)
+            else:
+                bad = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if bad:
+                    problems.append(f"{len(bad)} rows break foreign keys")
+    except OperationalError as exc:
+        raise connection_error(exc, url) from exc
+    finally:
+        engine.dispose()
+    return problems
+
+
+def ensure_ready(db: Database, *, app_role: str | None = rls.DEFAULT_APP_ROLE) -> None:
+    """Make sure the schema is at head before a command uses it.
+
+    A brand-new SQLite file is migrated on the spot (zero set-up); anything else that is behind
+    gets a sentence telling the user to run ``crmctl db upgrade``."""
+    try:
+        if db.dialect == "sqlite":
+            with db.engine.connect() as conn:
+                current = current_revision(conn)
+                empty = not inspect(conn).get_table_names()
+            if current is None and empty:
+                upgrade(db.url, app_role=None)
+                return
+        else:
+            admin = make_engine(db.url)
+            try:
+                with admin.connect() as conn:
+                    current = current_revision(conn)
+            finally:
+                admin.dispose()
+    except OperationalError as exc:
+        raise connection_error(exc, db.url) from exc
+    head = head_revision()
+    if current != head:
+        raise DatabaseError(
+            f"The database schema is at revision {current or 'none'} but crmctl needs {head}.",
+            hint="Run 'crmctl db upgrade'.",
+        )

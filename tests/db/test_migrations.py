@@ -1,0 +1,62 @@
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlmodel import SQLModel
+
+from crmctl.db import migrate
+from crmctl.db.engine import make_engine
+
+
+def test_models_and_migrations_agree(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(
+                MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata
+            )
+    finally:
+        engine.dispose()
+    assert diff == [], f"models and migrations disagree: {diff}"
+
+
+def test_upgrade_then_status_via_cli(empty_database_url: str) -> None:
+    from tests.conftest import run_cli
+
+    before = run_cli("--db", empty_database_url, "db", "status", "--format", "json")
+    assert '"current": null' in before.stdout and '"up_to_date": false' in before.stdout
+    run_cli("--db", empty_database_url, "db", "upgrade")
+    after = run_cli("--db", empty_database_url, "db", "status", "--format", "json")
+    assert f'"current": "{migrate.head_revision()}"' in after.stdout
+    assert '"up_to_date": true' in after.stdout
+    run_cli("--db", empty_database_url, "db", "check")
+    # idempotent
+    run_cli("--db", empty_database_url, "db", "upgrade")
+
+
+def test_commands_refuse_a_database_behind_head(empty_database_url: str, backend: str) -> None:
+    from crmctl.commands.common import AppContext
+    from crmctl.errors import DatabaseError
+
+    engine = make_engine(empty_database_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE unrelated (x integer)")
+    engine.dispose()
+    ctx = AppContext(database_url=empty_database_url, environ={})
+    try:
+        try:
+            ctx.database()
+        except DatabaseError as exc:
+            assert "crmctl db upgrade" in str(exc)
+        else:
+            raise AssertionError("a database without the schema must be refused")
+    finally:
+        ctx.close()
+
+
+def test_new_sqlite_file_is_migrated_on_first_use(tmp_path) -> None:
+    from crmctl.commands.common import AppContext
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    ctx = AppContext(database_url=url, environ={})
+    ctx.database()
+    ctx.close()
+    assert migrate.status(url).up_to_date
