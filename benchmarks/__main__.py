@@ -1,6 +1,7 @@
 """Run the benchmarks: ``python -m benchmarks [NAME ...] [--scale small|full]``.
 
-Each benchmark module in this package defines ``run(scale: str) -> dict`` and is registered below.
+Every module ``benchmarks/bench_NAME.py`` defines ``run(scale: str) -> dict`` of figures; it is
+found automatically. ``small`` is a quick smoke run; ``full`` is the size the issues ask for.
 """
 
 from __future__ import annotations
@@ -8,31 +9,40 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import pkgutil
 import resource
 import sys
 import time
+from pathlib import Path
 
-BENCHMARKS: dict[str, str] = {
-    # name -> module (each has run(scale) -> dict of figures)
-}
+
+def discover() -> list[str]:
+    here = Path(__file__).parent
+    return sorted(
+        m.name.removeprefix("bench_")
+        for m in pkgutil.iter_modules([str(here)])
+        if m.name.startswith("bench_")
+    )
 
 
 def main() -> None:
+    known = discover()
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("names", nargs="*", help=f"which to run (default all): {', '.join(BENCHMARKS)}")
+    parser.add_argument("names", nargs="*", help=f"which to run (default all): {', '.join(known)}")
     parser.add_argument(
         "--scale", default="small", choices=["small", "full"], help="full = the issues' sizes"
     )
     args = parser.parse_args()
-    for name in args.names or list(BENCHMARKS):
-        if name not in BENCHMARKS:
-            sys.exit(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
-        module = importlib.import_module(BENCHMARKS[name])
+    for name in args.names or known:
+        if name not in known:
+            sys.exit(f"unknown benchmark {name!r}; known: {', '.join(known)}")
+        module = importlib.import_module(f"benchmarks.bench_{name}")
         started = time.perf_counter()
         figures = module.run(args.scale)
         figures["wall_seconds"] = round(time.perf_counter() - started, 2)
-        figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-        print(json.dumps({"benchmark": name, "scale": args.scale, **figures}))
+        # ru_maxrss is the peak of this process (kB on Linux); benchmarks that fork report their own.
+        figures.setdefault("peak_rss_mb", round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+        print(json.dumps({"benchmark": name, "scale": args.scale, **figures}), flush=True)
 
 
 if __name__ == "__main__":
