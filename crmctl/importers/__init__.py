@@ -1,0 +1,1 @@
+"""Edges in: reading files, mapping columns, rejects; the lead and graph importers."""
