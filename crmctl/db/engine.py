@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import ORMExecuteState, with_loader_criteria
 from sqlmodel import Session
 
 from crmctl.errors import DatabaseError, UsageError
@@ -149,6 +150,7 @@ class Database:
         with Session(bind, expire_on_commit=False) as session:
             session.info["tenant"] = self.tenant
             session.info["dialect"] = self.dialect
+            event.listen(session, "do_orm_execute", _tenant_criteria(self.tenant))
             try:
                 yield session
                 session.commit()
@@ -158,6 +160,27 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _tenant_criteria(tenant: str) -> Any:
+    """Every ORM select/update/delete of a tenant table gets ``tenant_id = <tenant>`` added.
+
+    The SQLite counterpart of row-level security (and a second wall on PostgreSQL): an ORM query
+    that forgets its tenant filter still cannot see another tenant's rows."""
+    from crmctl.db.models import TenantTable
+
+    def _add_criteria(state: ORMExecuteState) -> None:
+        if not (state.is_select or state.is_update or state.is_delete):
+            return
+        criteria = [
+            with_loader_criteria(m.class_, m.class_.tenant_id == tenant, include_aliases=True)
+            for m in state.all_mappers
+            if issubclass(m.class_, TenantTable)
+        ]
+        if criteria:
+            state.statement = state.statement.options(*criteria)
+
+    return _add_criteria
 
 
 def open_database(url: str, tenant: str, *, app_role: str | None = "crmctl_app") -> Database:

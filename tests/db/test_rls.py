@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Boolean, Date, DateTime, Float, Integer, Table, func, insert, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel
+from sqlmodel import select as sqlmodel_select
 
 import crmctl.db.models  # noqa: F401
 from crmctl.db import migrate
@@ -82,6 +83,27 @@ def test_rls_isolates_every_table(database_url: str, backend: str) -> None:
             assert session.execute(select(func.count()).select_from(tables[0])).scalar() == 0
     finally:
         db_none.dispose()
+
+
+def test_orm_queries_are_tenant_bound_on_every_backend(database_url: str) -> None:
+    """Even an ORM query without a tenant filter sees only the session's tenant (SQLite included)."""
+    _fill_every_table(database_url, "tenant-a")
+    _fill_every_table(database_url, "tenant-b")
+    models = [
+        m
+        for cls in SQLModel.__subclasses__()
+        for m in [cls, *cls.__subclasses__()]
+        if hasattr(m, "__table__")
+    ]
+    assert len({m.__table__.name for m in models}) >= 25
+    db_b = open_database(database_url, "tenant-b")
+    try:
+        with db_b.session() as session:
+            for model in models:
+                rows = session.exec(sqlmodel_select(model)).all()
+                assert {r.tenant_id for r in rows} == {"tenant-b"}, model.__name__
+    finally:
+        db_b.dispose()
 
 
 def test_db_check_fails_when_a_policy_is_missing(database_url: str, backend: str) -> None:
