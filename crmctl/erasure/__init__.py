@@ -1,0 +1,1 @@
+"""GDPR erasure: requests, the batched erasure run, verification, suppression and retention."""

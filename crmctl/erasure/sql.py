@@ -1,0 +1,72 @@
+"""Small set-based SQL helpers shared by the erasure modules (both backends)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import polars as pl
+from sqlalchemy import text
+from sqlmodel import Session
+
+from crmctl.db.bulk import insert_frame
+from crmctl.db.engine import dialect_of, tenant_of
+
+
+def in_list(session: Session, column: str, param: str) -> str:
+    """``column IN <the list bound to :param>`` as one parameter, whatever its length: a JSON array
+    on SQLite (json_each), an array on PostgreSQL (= ANY). Index probes, no per-row queries."""
+    if dialect_of(session) == "postgresql":
+        return f"{column} = ANY(:{param})"
+    return f"{column} IN (SELECT value FROM json_each(:{param}))"
+
+
+def list_param(session: Session, values: Iterable[Any]) -> Any:
+    items = list(values)
+    return items if dialect_of(session) == "postgresql" else json.dumps(items)
+
+
+def execute(session: Session, sql: str, **params: Any) -> Any:
+    return session.connection().execute(text(sql), {"tenant": tenant_of(session), **params})
+
+
+def frame(session: Session, sql: str, schema: dict[str, Any] | None = None, **params: Any) -> pl.DataFrame:
+    """Run a read query (tenant bound to :tenant) into a polars frame."""
+    result = execute(session, sql, **params)
+    columns = list(result.keys())
+    rows = result.fetchall()
+    if schema is None:
+        if not rows:
+            return pl.DataFrame({c: [] for c in columns})
+        return pl.DataFrame(rows, schema=columns, orient="row", infer_schema_length=None)
+    return pl.DataFrame(rows, schema={c: schema[c] for c in columns}, orient="row")
+
+
+def insert(session: Session, table: str, rows: pl.DataFrame) -> int:
+    """Insert a frame inside the session's transaction.
+
+    PostgreSQL refuses COPY into tables under row-level security, so there one INSERT … SELECT
+    from ``json_populate_recordset`` carries the whole frame (the policy's WITH CHECK applies)."""
+    if rows.height == 0:
+        return 0
+    if dialect_of(session) != "postgresql":
+        return insert_frame(session, table, rows)
+    columns = ", ".join(f'"{c}"' for c in rows.columns)
+    ready = rows.with_columns(
+        pl.col(c).dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+        for c, dtype in rows.schema.items()
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
+    )
+    payload = ready.write_json()
+    session.connection().exec_driver_sql(
+        f'INSERT INTO "{table}" ({columns}) SELECT {columns} '
+        f'FROM json_populate_recordset(NULL::"{table}", %s::json)',
+        (payload,),
+    )
+    return rows.height
+
+
+def chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
