@@ -1,0 +1,1 @@
+"""Identity resolution: normalise identifiers, block on indexed keys, compare, cluster, merge."""

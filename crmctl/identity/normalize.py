@@ -1,0 +1,427 @@
+"""Normalisers for the identifiers people are matched by: email, phone, names, company, domain.
+
+Each has a scalar form (``email_key``, ``phone_key``, ...) that never raises and is idempotent, and a
+vectorised form over a polars Series that computes the scalar once per *distinct* raw value and
+joins the result back (a 1M-row file has far fewer distinct emails, names and phones than rows).
+The scalar forms are the definition; the vectorised forms must agree with them (tested).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from functools import lru_cache
+
+import phonenumbers
+import polars as pl
+import tldextract
+
+MAX_EMAIL_CHARS = 254
+MAX_PHONE_CHARS = 64
+MAX_NAME_CHARS = 200
+
+# Consumer mailbox providers: their domains say nothing about an employer.
+FREE_MAIL_DOMAINS = frozenset(
+    {
+        "gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.uk", "yahoo.fr", "yahoo.de", "ymail.com",
+        "hotmail.com", "hotmail.co.uk", "hotmail.fr", "hotmail.de", "outlook.com", "live.com", "msn.com",
+        "aol.com", "icloud.com", "me.com", "mac.com", "protonmail.com", "proton.me", "pm.me",
+        "gmx.de", "gmx.net", "gmx.com", "web.de", "mail.com", "yandex.ru", "yandex.com", "mail.ru",
+        "zoho.com", "fastmail.com", "fastmail.fm", "hey.com", "qq.com", "163.com", "126.com",
+        "orange.fr", "free.fr", "laposte.net", "libero.it", "t-online.de", "btinternet.com",
+        "comcast.net", "verizon.net", "att.net", "sbcglobal.net", "bellsouth.net", "cox.net",
+        "rediffmail.com", "naver.com", "hanmail.net", "seznam.cz", "wp.pl", "o2.pl", "tutanota.com",
+    }
+)  # fmt: skip
+# Providers that deliver "user+tag@" to "user@": the tag is not part of the identity.
+PLUS_TAG_DOMAINS = frozenset(
+    {
+        "gmail.com", "outlook.com", "hotmail.com", "live.com", "msn.com", "icloud.com", "me.com",
+        "mac.com", "fastmail.com", "fastmail.fm", "protonmail.com", "proton.me", "pm.me", "zoho.com",
+        "hey.com", "yandex.ru", "yandex.com", "tutanota.com",
+    }
+)  # fmt: skip
+
+_WS = " \t\r\n\f\v\u00a0"
+_EMAIL_RE = re.compile(
+    r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+)
+
+
+def email_key(raw: str | None) -> str | None:
+    """The matching key of an email address, or None when it is not a plausible address.
+
+    Trimmed and lower-cased; ``mailto:`` and angle brackets removed; googlemail.com becomes
+    gmail.com; Gmail dots and +tags (and +tags at other providers that support them) removed."""
+    if not isinstance(raw, str) or len(raw) > 2 * MAX_EMAIL_CHARS:
+        return None
+    text = raw.strip(_WS).lower()
+    text = text.removeprefix("mailto:").strip("<>").strip(_WS)
+    if len(text) > MAX_EMAIL_CHARS or not _EMAIL_RE.match(text):
+        return None
+    local, _, domain = text.rpartition("@")
+    if domain == "googlemail.com":
+        domain = "gmail.com"
+    if domain in PLUS_TAG_DOMAINS:
+        local = local.split("+", 1)[0]
+    if domain == "gmail.com":
+        local = local.replace(".", "")
+    if not local or len(local) > 64 or local.endswith("."):
+        return None
+    return f"{local}@{domain}"
+
+
+def email_domain(key: str | None) -> str | None:
+    """The domain part of a normalised email key."""
+    if not key or "@" not in key:
+        return None
+    return key.rpartition("@")[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# Domains and companies
+# ---------------------------------------------------------------------------------------------
+
+_EXTRACT = tldextract.TLDExtract(suffix_list_urls=())  # the bundled public suffix list, no download
+
+
+@lru_cache(maxsize=200_000)
+def registered_domain(host: str | None) -> str | None:
+    """'mail.acme.co.uk' / 'https://www.acme.co.uk/x' / 'a@acme.co.uk' -> 'acme.co.uk'."""
+    if not isinstance(host, str):
+        return None
+    text = host.strip(_WS).lower()
+    if "@" in text:
+        text = text.rpartition("@")[2]
+    if not text or len(text) > 255 or " " in text:
+        return None
+    try:
+        parts = _EXTRACT(text)
+    except (ValueError, UnicodeError):
+        return None
+    if not parts.domain or not parts.suffix:
+        return None
+    return f"{parts.domain}.{parts.suffix}"
+
+
+def company_domain(host: str | None) -> str | None:
+    """The registered domain of a work email or website; None for free-mail providers."""
+    domain = registered_domain(host)
+    if domain is None or domain in FREE_MAIL_DOMAINS:
+        return None
+    return domain
+
+
+@lru_cache(maxsize=200_000)
+def domain_label(domain: str | None) -> str | None:
+    """'acme-widgets.co.uk' -> 'acmewidgets': comparable with :func:`company_token`."""
+    if not domain:
+        return None
+    try:
+        label = _EXTRACT(domain).domain
+    except (ValueError, UnicodeError):
+        return None
+    token = re.sub(r"[^a-z0-9]", "", label.lower())
+    return token or None
+
+
+LEGAL_SUFFIXES = frozenset(
+    {
+        "inc", "incorporated", "ltd", "limited", "llc", "llp", "lp", "plc", "corp", "corporation",
+        "co", "company", "gmbh", "ag", "kg", "sa", "sas", "sarl", "srl", "spa", "bv", "nv", "oy",
+        "ab", "as", "asa", "aps", "pty", "pte", "kk", "sl", "se", "group", "holdings", "ug", "mbh",
+    }
+)  # fmt: skip
+
+
+def fold(text: str) -> str:
+    """Lower case with accents removed ('Ñúñez' -> 'nunez'); ß -> ss, æ -> ae, ø -> o."""
+    text = text.lower().replace("ß", "ss").replace("æ", "ae").replace("ø", "o").replace("ł", "l")
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
+
+
+def company_norm(raw: str | None) -> str | None:
+    """'The Acme Widgets, Inc.' -> 'acme widgets': case, accents, punctuation, legal suffixes."""
+    if not isinstance(raw, str) or len(raw) > MAX_NAME_CHARS * 2:
+        return None
+    text = fold(raw).replace("&", " and ")
+    words = re.sub(r"[^a-z0-9]+", " ", text).split()
+    while words and (words[-1] in LEGAL_SUFFIXES or words[0] == "the"):
+        if words[-1] in LEGAL_SUFFIXES:
+            words.pop()
+        else:
+            words = words[1:]
+    return " ".join(words) or None
+
+
+def company_token(norm: str | None) -> str | None:
+    """A company name squeezed to compare with a domain label: 'acme widgets' -> 'acmewidgets'."""
+    if not norm:
+        return None
+    token = norm.replace(" and ", "").replace(" ", "")
+    return token or None
+
+
+# ---------------------------------------------------------------------------------------------
+# Names
+# ---------------------------------------------------------------------------------------------
+
+_NICKNAMES: dict[str, tuple[str, ...]] = {
+    "robert": ("bob", "bobby", "rob", "robbie", "bert"),
+    "william": ("bill", "billy", "will", "willy", "liam"),
+    "richard": ("rick", "ricky", "dick", "rich", "richie"),
+    "james": ("jim", "jimmy", "jamie"),
+    "john": ("johnny", "jack", "jon"),
+    "jonathan": ("jonny",),
+    "michael": ("mike", "mikey", "mick"),
+    "thomas": ("tom", "tommy"),
+    "christopher": ("chris", "kit"),
+    "christine": ("chrissy",),
+    "daniel": ("dan", "danny"),
+    "matthew": ("matt",),
+    "anthony": ("tony",),
+    "joseph": ("joe", "joey"),
+    "david": ("dave", "davy"),
+    "steven": ("steve", "stephen"),
+    "edward": ("ed", "eddie", "ted", "ned"),
+    "charles": ("charlie", "chuck"),
+    "benjamin": ("ben", "benny"),
+    "samuel": ("sam", "sammy"),
+    "nicholas": ("nick", "nicky"),
+    "alexander": ("alex", "sasha"),
+    "andrew": ("andy", "drew"),
+    "peter": ("pete",),
+    "patrick": ("pat", "paddy"),
+    "timothy": ("tim", "timmy"),
+    "gregory": ("greg",),
+    "jeffrey": ("jeff", "geoffrey"),
+    "kenneth": ("ken", "kenny"),
+    "ronald": ("ron", "ronnie"),
+    "donald": ("don", "donnie"),
+    "lawrence": ("larry",),
+    "gerald": ("gerry", "jerry"),
+    "raymond": ("ray",),
+    "frederick": ("fred", "freddie"),
+    "elizabeth": ("liz", "lizzie", "beth", "betty", "eliza", "libby"),
+    "margaret": ("maggie", "meg", "peggy", "marge"),
+    "katherine": ("kate", "katie", "kathy", "catherine", "kathryn", "cathy", "kat"),
+    "jennifer": ("jen", "jenny"),
+    "patricia": ("patty", "trish", "tricia"),
+    "susan": ("sue", "susie"),
+    "deborah": ("debbie", "deb"),
+    "rebecca": ("becky", "becca"),
+    "victoria": ("vicky", "tori"),
+    "alexandra": ("alexa", "sandra"),
+    "jessica": ("jess", "jessie"),
+    "abigail": ("abby",),
+    "samantha": ("sammie",),
+    "barbara": ("barb", "babs"),
+    "dorothy": ("dot", "dottie"),
+    "josephine": ("jo", "josie"),
+    "kimberly": ("kim",),
+    "pamela": ("pam",),
+    "cynthia": ("cindy",),
+    "theresa": ("terry", "tess", "teresa"),
+    "francisco": ("paco", "pancho"),
+    "jose": ("pepe",),
+    "giuseppe": ("beppe",),
+    "johannes": ("hans",),
+    "aleksandr": ("sasha",),
+}
+NICKNAME_TO_CANONICAL: dict[str, str] = {
+    nick: canonical for canonical, nicks in _NICKNAMES.items() for nick in nicks
+}
+_TITLES = frozenset({"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "dame", "herr", "frau"})
+_NAME_SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv", "phd", "md", "esq", "mba"})
+
+
+def name_norm(raw: str | None) -> str | None:
+    """One name part: folded, letters only, spaces collapsed ('  O'Néill ' -> 'oneill')."""
+    if not isinstance(raw, str) or len(raw) > MAX_NAME_CHARS:
+        return None
+    text = fold(raw).replace("'", "").replace("\u2019", "")
+    words = [w for w in re.sub(r"[^a-z]+", " ", text).split() if w not in _TITLES | _NAME_SUFFIXES]
+    return " ".join(words) or None
+
+
+def first_name_canonical(norm: str | None) -> str | None:
+    """A normalised first name with nicknames mapped to the formal name ('bob' -> 'robert')."""
+    if not norm:
+        return None
+    first_word = norm.split(" ", 1)[0]
+    return NICKNAME_TO_CANONICAL.get(first_word, first_word)
+
+
+def split_full_name(raw: str | None) -> tuple[str | None, str | None]:
+    """'Smith, Jo' or 'Dr. Jo Ann Smith Jr.' -> (first, last) as written; (None, None) if empty."""
+    if not isinstance(raw, str) or len(raw) > MAX_NAME_CHARS:
+        return None, None
+    if "," in raw:
+        last, _, first = raw.partition(",")
+        words = first.split()
+        suffix_only = all(_strip_word(w) in _NAME_SUFFIXES for w in words)
+        if words and not suffix_only:
+            return (first.strip() or None), (last.strip() or None)
+        raw = last
+    words = [w for w in raw.split() if _strip_word(w) not in _TITLES | _NAME_SUFFIXES]
+    if not words:
+        return None, None
+    if len(words) == 1:
+        return words[0], None
+    return words[0], words[-1]
+
+
+def _strip_word(word: str) -> str:
+    return word.lower().strip(".,")
+
+
+def name_tokens(first_canonical: str | None, last_norm: str | None) -> tuple[str, str] | None:
+    """Both name parts, order-free (so a swapped first/last still blocks together)."""
+    if not first_canonical or not last_norm:
+        return None
+    last = last_norm.replace(" ", "")
+    last_canonical = NICKNAME_TO_CANONICAL.get(last, last)  # 'Smith Bob' written swapped
+    a, b = sorted((first_canonical.replace(" ", ""), last_canonical))
+    return a, b
+
+
+# ---------------------------------------------------------------------------------------------
+# Phones
+# ---------------------------------------------------------------------------------------------
+
+_EXTENSION_RE = re.compile(r"(?i)\s*(?:ext\.?|extension|x|#|;ext=)\s*(\d{1,7})\s*$")
+_PHONE_CHARS_RE = re.compile(r"^[\d\s().+\-/]+$")
+
+
+def phone_parts(raw: str | None, default_region: str | None = None) -> tuple[str | None, str | None]:
+    """(E.164, extension) of a phone number, or (None, None) when it is not a valid number."""
+    collapsed, extension = _collapse_phone(raw)
+    if collapsed is None:
+        return None, None
+    return _e164(collapsed, _region(default_region)), extension
+
+
+def phone_key(raw: str | None, default_region: str | None = None) -> str | None:
+    """The E.164 form of a phone number ('+14155550123'), or None when it is not valid.
+
+    The extension is dropped (see :func:`phone_parts`). ``default_region`` (ISO 3166 alpha-2)
+    applies to numbers written without a country code."""
+    return phone_parts(raw, default_region)[0]
+
+
+def _region(region: str | None) -> str | None:
+    if not isinstance(region, str):
+        return None
+    code = region.strip().upper()
+    if code == "UK":
+        code = "GB"
+    return code if code in phonenumbers.SUPPORTED_REGIONS else None
+
+
+def _collapse_phone(raw: str | None) -> tuple[str | None, str | None]:
+    """Keep only what a phone number means: a leading '+', its digits and an extension."""
+    if not isinstance(raw, str) or len(raw) > MAX_PHONE_CHARS:
+        return None, None
+    text = raw.strip(_WS)
+    extension = None
+    match = _EXTENSION_RE.search(text)
+    if match:
+        extension = match.group(1)
+        text = text[: match.start()]
+    if text.lower().startswith("tel:"):
+        text = text[4:]
+    if not text or not _PHONE_CHARS_RE.match(text):
+        return None, extension
+    digits = re.sub(r"\D", "", text)
+    if not 5 <= len(digits) <= 17:
+        return None, extension
+    plus = "+" if text.lstrip("( ").startswith("+") else ""
+    return plus + digits, extension
+
+
+@lru_cache(maxsize=500_000)
+def _e164(collapsed: str, region: str | None) -> str | None:
+    try:
+        number = phonenumbers.parse(collapsed, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+_CCTLD_REGION = {"uk": "GB"}
+
+
+def region_of_email(key: str | None) -> str | None:
+    """The region an email's country-code TLD suggests ('x@acme.de' -> 'DE'), else None."""
+    domain = email_domain(key)
+    if not domain:
+        return None
+    tld = domain.rpartition(".")[2]
+    if len(tld) != 2:
+        return None
+    return _region(_CCTLD_REGION.get(tld, tld))
+
+
+# ---------------------------------------------------------------------------------------------
+# Vectorised forms: each distinct value once
+# ---------------------------------------------------------------------------------------------
+
+
+def map_distinct(values: pl.Series, func: Callable[[str], object], dtype: pl.DataType) -> pl.Series:
+    """Apply ``func`` to each distinct non-null value of ``values`` once and map the result back."""
+    distinct = values.drop_nulls().unique()
+    results = pl.Series("out", [func(v) for v in distinct.to_list()], dtype=dtype)
+    lookup = pl.DataFrame({"raw": distinct, "out": results})
+    joined = pl.DataFrame({"raw": values}).join(lookup, on="raw", how="left", maintain_order="left")
+    return joined["out"].alias(values.name)
+
+
+def email_keys(values: pl.Series) -> pl.Series:
+    """Vectorised :func:`email_key`."""
+    return map_distinct(values.cast(pl.String), email_key, pl.String())
+
+
+def company_norms(values: pl.Series) -> pl.Series:
+    return map_distinct(values.cast(pl.String), company_norm, pl.String())
+
+
+def company_domains(values: pl.Series) -> pl.Series:
+    """Vectorised :func:`company_domain` (of an email key or a website)."""
+    return map_distinct(values.cast(pl.String), company_domain, pl.String())
+
+
+def name_norms(values: pl.Series) -> pl.Series:
+    return map_distinct(values.cast(pl.String), name_norm, pl.String())
+
+
+def phone_keys(values: pl.Series, regions: pl.Series | str | None = None) -> pl.DataFrame:
+    """Vectorised :func:`phone_parts`: a frame of ``phone_e164`` and ``phone_ext``.
+
+    ``regions`` is a per-row region (Series) or one region for all rows. Raw values are collapsed to
+    '+digits' once each, then every distinct (digits, region) is parsed once."""
+    raw = values.cast(pl.String)
+    if not isinstance(regions, pl.Series):
+        regions = pl.Series("region", [regions] * len(raw), dtype=pl.String)
+    collapsed = map_distinct(raw, _collapse_phone, pl.List(pl.String))
+    frame = pl.DataFrame(
+        {
+            "digits": collapsed.list.get(0, null_on_oob=True),
+            "phone_ext": collapsed.list.get(1, null_on_oob=True),
+            "region": regions.cast(pl.String),
+        }
+    )
+    pairs = frame.select("digits", "region").unique().drop_nulls("digits")
+    parsed = pairs.with_columns(
+        pl.Series(
+            "phone_e164",
+            [_e164(d, _region(r)) for d, r in pairs.iter_rows()],
+            dtype=pl.String,
+        )
+    )
+    joined = frame.join(parsed, on=["digits", "region"], how="left", maintain_order="left", nulls_equal=True)
+    return joined.select("phone_e164", "phone_ext")

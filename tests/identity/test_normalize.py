@@ -1,0 +1,99 @@
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crmctl.identity import normalize as n
+
+text = st.text(max_size=80)
+emailish = st.builds(
+    lambda user, dom: f"{user}@{dom}",
+    st.text(alphabet="abcABC.+_-1 ", max_size=12),
+    st.sampled_from(["gmail.com", "GoogleMail.com", "acme.co.uk", "outlook.com", "x", "b..c"]),
+)
+phoneish = st.text(alphabet="0123456789 +()-.x", max_size=25)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (" J.Smith+news@GoogleMail.com ", "jsmith@gmail.com"),
+        ("mailto:<Ann@Acme.CO.UK>", "ann@acme.co.uk"),
+        ("ann+crm@outlook.com", "ann@outlook.com"),
+        ("ann+crm@acme.com", "ann+crm@acme.com"),  # unknown provider: the tag may be a real mailbox
+        ("a.b@acme.com", "a.b@acme.com"),
+        ("not an email", None),
+        ("x@localhost", None),
+        ("a..b@acme.com", None),
+        ("+tag@gmail.com", None),
+        (None, None),
+    ],
+)
+def test_email_key(raw: str | None, expected: str | None) -> None:
+    assert n.email_key(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "expected"),
+    [
+        ("+1 (415) 555-0132", None, ("+14155550132", None)),
+        ("(415) 555-0132 ext. 12", "US", ("+14155550132", "12")),
+        ("1-415-555-0132", "US", ("+14155550132", None)),
+        ("020 7946 0958", "GB", ("+442079460958", None)),
+        ("020 7946 0958", "uk", ("+442079460958", None)),
+        ("020 7946 0958", None, (None, None)),  # no country: cannot be placed
+        ("555-0132", "US", (None, None)),
+        ("call me", "US", (None, None)),
+    ],
+)
+def test_phone_parts(raw: str, region: str | None, expected: tuple[str | None, str | None]) -> None:
+    assert n.phone_parts(raw, region) == expected
+    assert n.phone_key(raw, region) == expected[0]
+
+
+def test_names_and_companies() -> None:
+    assert n.split_full_name("Smith, Bob") == ("Bob", "Smith")
+    assert n.split_full_name("Dr. Jo Ann Smith Jr.") == ("Jo", "Smith")
+    assert n.name_norm("  O'Néill ") == "oneill"
+    assert n.first_name_canonical(n.name_norm("Bobby")) == "robert"
+    assert n.name_tokens("robert", "smith") == n.name_tokens("smith", "bob")
+    assert n.company_norm("The Acme Widgets, Inc.") == "acme widgets"
+    assert n.company_token(n.company_norm("Acme-Widgets GmbH")) == n.domain_label("acme-widgets.co.uk")
+    assert n.company_domain("j@mail.acme.co.uk") == "acme.co.uk"
+    assert n.company_domain("j@gmail.com") is None  # free mail is never a company
+    assert n.region_of_email("a@acme.de") == "DE" and n.region_of_email("a@acme.co.uk") == "GB"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(text, emailish))
+def test_email_key_idempotent_and_total(raw: str) -> None:
+    key = n.email_key(raw)
+    assert key is None or n.email_key(key) == key
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(text, phoneish), st.sampled_from([None, "US", "GB", "DE", "zz"]))
+def test_phone_key_idempotent_and_total(raw: str, region: str | None) -> None:
+    key = n.phone_key(raw, region)
+    assert key is None or (key.startswith("+") and n.phone_key(key, region) == key)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text)
+def test_name_and_company_normalisers_idempotent(raw: str) -> None:
+    for func in (n.name_norm, n.company_norm):
+        once = func(raw)
+        assert once is None or func(once) == once
+    n.split_full_name(raw)
+    n.registered_domain(raw)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.one_of(st.none(), emailish, phoneish), max_size=30))
+def test_vectorised_forms_agree_with_scalars(values: list[str | None]) -> None:
+    series = pl.Series("v", values, dtype=pl.String)
+    assert n.email_keys(series).to_list() == [n.email_key(v) for v in values]
+    phones = n.phone_keys(series, "US")
+    assert list(zip(phones["phone_e164"], phones["phone_ext"], strict=True)) == [
+        n.phone_parts(v, "US") if v is not None else (None, None) for v in values
+    ]
