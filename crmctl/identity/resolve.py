@@ -1,0 +1,348 @@
+"""Clustering: which nodes (incoming records and existing contacts) are the same person, and why.
+
+Input is two frames: ``nodes`` (node, first, last: normalised, first nickname-canonical) and
+``keys`` (node, kind, value) with kinds email | helpdesk_id | phone | name_company. Blocking is by
+key value only (group-bys and joins in polars); comparison is by labelled levels (see
+:mod:`crmctl.identity.rules`); string similarity (rapidfuzz) runs once per *distinct* name pair.
+
+Clustering is transitive over merge edges, with two guards against chains joining clearly
+different people:
+- a cluster whose members hold conflicting full names is rebuilt edge by edge (strongest first),
+  refusing any union that would put conflicting names together; refused pairs go to review;
+- name + company evidence only counts for rare names in unambiguous blocks (a block where two
+  clusters each have their own work address, or their own personal address, holds two people).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+
+import polars as pl
+from rapidfuzz.distance import JaroWinkler
+
+from crmctl.identity.normalize import FREE_MAIL_DOMAINS
+from crmctl.identity.rules import ResolutionRules
+
+# Names common enough that "same name at the same company" proves nothing on its own.
+COMMON_FIRST_NAMES = frozenset(
+    """james mary john patricia robert jennifer michael linda william elizabeth david barbara richard
+    susan joseph jessica thomas sarah charles karen christopher nancy daniel lisa matthew margaret
+    anthony betty mark sandra donald ashley steven kimberly paul emily andrew donna joshua michelle
+    kenneth dorothy kevin carol brian amanda george melissa edward deborah ronald stephanie timothy
+    rebecca jason sharon jeffrey laura ryan cynthia jacob kathleen gary amy nicholas shirley eric
+    angela jonathan helen stephen anna larry brenda justin pamela scott nicole brandon samantha
+    benjamin katherine samuel emma gregory ruth frank christine alexander catherine raymond debra
+    patrick rachel jack carolyn dennis janet jerry virginia tyler maria aaron heather jose diane
+    wei mohammed li""".split()
+)
+COMMON_LAST_NAMES = frozenset(
+    """smith johnson williams brown jones garcia miller davis rodriguez martinez hernandez lopez
+    gonzalez wilson anderson thomas taylor moore jackson martin lee perez thompson white harris
+    sanchez clark ramirez lewis robinson walker young allen king wright scott torres nguyen hill
+    flores green adams nelson baker hall rivera campbell mitchell carter roberts gomez phillips
+    evans turner diaz parker cruz edwards collins reyes stewart morris morales murphy cook rogers
+    gutierrez ortiz morgan cooper peterson bailey reed kelly howard ramos kim cox ward richardson
+    watson brooks chavez wood james bennett gray mendoza ruiz hughes price alvarez castillo sanders
+    patel myers long ross foster jimenez wang zhang liu chen yang huang singh kumar muller schmidt
+    rossi nowak""".split()
+)
+
+STRONG_RULES = ("email", "helpdesk_id", "phone")
+RULE_ORDER = {"email": 0, "helpdesk_id": 1, "phone": 2, "name_company": 3}
+EDGE_SCHEMA = {"a": pl.Int64, "b": pl.Int64, "rule": pl.String, "level": pl.String, "score": pl.Float64}
+
+
+@dataclass
+class Resolution:
+    clusters: pl.DataFrame  # node, cluster (the smallest node of the cluster)
+    edges: pl.DataFrame  # accepted merge edges: a, b, rule, level, score
+    reviews: pl.DataFrame  # pairs in the review band: a, b, rule, level, score
+
+
+def resolve(nodes: pl.DataFrame, keys: pl.DataFrame, rules: ResolutionRules) -> Resolution:
+    """Cluster ``nodes`` (0..n-1) by the evidence in ``keys``."""
+    nodes = nodes.select(
+        pl.col("node").cast(pl.Int64), pl.col("first").cast(pl.String), pl.col("last").cast(pl.String)
+    ).sort("node")
+    keys = keys.select(pl.col("node").cast(pl.Int64), "kind", "value").drop_nulls().unique()
+    names = _NameComparer(nodes, rules)
+
+    strong = keys.filter(pl.col("kind").is_in(STRONG_RULES))
+    pairs = _pairs(strong, rules)
+    scored = names.score_pairs(pairs, rules)
+    merge_edges = scored.filter(pl.col("score") >= rules.merge)
+    reviews = scored.filter((pl.col("score") >= rules.review) & (pl.col("score") < rules.merge))
+
+    clusters = connected(nodes.height, merge_edges)
+    clusters, merge_edges, refused = _guard_chains(clusters, merge_edges, names)
+
+    company_edges, company_reviews = _name_company_edges(keys, clusters, rules)
+    if company_edges.height:
+        merge_edges = pl.concat([merge_edges, company_edges])
+        clusters = connected(nodes.height, merge_edges)
+        clusters, merge_edges, refused_again = _guard_chains(clusters, merge_edges, names)
+        refused = pl.concat([refused, refused_again])
+    reviews = pl.concat([reviews, refused, company_reviews])
+    # a review pair that ended up in one cluster anyway (joined by other evidence) is settled
+    reviews = (
+        reviews.join(clusters.rename({"node": "a", "cluster": "ca"}), on="a")
+        .join(clusters.rename({"node": "b", "cluster": "cb"}), on="b")
+        .filter(pl.col("ca") != pl.col("cb"))
+        .sort("score", descending=True)
+        .unique(["ca", "cb"], keep="first", maintain_order=True)
+        .select(list(EDGE_SCHEMA))
+    )
+    return Resolution(clusters=clusters, edges=merge_edges, reviews=reviews)
+
+
+def connected(n_nodes: int, edges: pl.DataFrame) -> pl.DataFrame:
+    """Connected components by min-label propagation with pointer jumping (all in polars)."""
+    labels = pl.DataFrame({"node": pl.arange(0, n_nodes, eager=True, dtype=pl.Int64)}).with_columns(
+        pl.col("node").alias("cluster")
+    )
+    if edges.height == 0:
+        return labels
+    both = pl.concat(
+        [edges.select("a", "b"), edges.select(pl.col("b").alias("a"), pl.col("a").alias("b"))]
+    ).unique()
+    while True:
+        nearest = (
+            both.join(labels, left_on="b", right_on="node")
+            .group_by("a")
+            .agg(pl.col("cluster").min().alias("nb"))
+        )
+        step = (
+            labels.join(nearest, left_on="node", right_on="a", how="left")
+            .with_columns(pl.min_horizontal("cluster", "nb").alias("cluster"))
+            .select("node", "cluster")
+        )
+        # pointer jumping: adopt the label of my label (halves chain lengths each round)
+        step = (
+            step.join(step.rename({"node": "cluster", "cluster": "up"}), on="cluster", how="left")
+            .select("node", pl.min_horizontal("cluster", "up").alias("cluster"))
+            .sort("node")
+        )
+        if step["cluster"].equals(labels["cluster"]):
+            return step
+        labels = step
+
+
+def _pairs(keys: pl.DataFrame, rules: ResolutionRules) -> pl.DataFrame:
+    """Candidate pairs sharing a key: all pairs inside small blocks, a star inside larger ones."""
+    sized = keys.with_columns(pl.len().over("kind", "value").alias("size")).filter(pl.col("size") > 1)
+    small = sized.filter(pl.col("size") <= 12)
+    full = (
+        small.join(small, on=["kind", "value"], suffix="_b")
+        .filter(pl.col("node") < pl.col("node_b"))
+        .select(pl.col("node").alias("a"), pl.col("node_b").alias("b"), pl.col("kind").alias("rule"))
+    )
+    # bigger blocks: every node against the block's first node (transitivity does the rest);
+    # phone blocks beyond max_block_size are switchboards and prove nothing
+    big = sized.filter(
+        (pl.col("size") > 12) & ((pl.col("kind") != "phone") | (pl.col("size") <= rules.max_block_size))
+    )
+    star = (
+        big.with_columns(pl.col("node").min().over("kind", "value").alias("head"))
+        .filter(pl.col("node") != pl.col("head"))
+        .select(pl.col("head").alias("a"), pl.col("node").alias("b"), pl.col("kind").alias("rule"))
+    )
+    return (
+        pl.concat([full, star])
+        .with_columns(pl.col("rule").replace_strict(RULE_ORDER, return_dtype=pl.Int8).alias("order"))
+        .sort("order")
+        .unique(["a", "b"], keep="first", maintain_order=True)
+        .drop("order")
+    )
+
+
+class _NameComparer:
+    """Name comparison levels, computed once per distinct pair of names."""
+
+    def __init__(self, nodes: pl.DataFrame, rules: ResolutionRules) -> None:
+        self.nodes = nodes
+        self.similarity = rules.name_similarity
+        self.first = nodes["first"].to_list()
+        self.last = nodes["last"].to_list()
+
+    def score_pairs(self, pairs: pl.DataFrame, rules: ResolutionRules) -> pl.DataFrame:
+        if pairs.height == 0:
+            return pl.DataFrame(schema=EDGE_SCHEMA)
+        named = pairs.join(self.nodes.rename({"node": "a", "first": "fa", "last": "la"}), on="a").join(
+            self.nodes.rename({"node": "b", "first": "fb", "last": "lb"}), on="b"
+        )
+        distinct = named.select("fa", "la", "fb", "lb").unique()
+        levels = distinct.with_columns(
+            pl.Series("level", [self.level(*row) for row in distinct.iter_rows()], dtype=pl.String)
+        )
+        table = pl.DataFrame(
+            [(rule, level, score) for rule, lv in rules.rules.items() for level, score in lv.items()],
+            schema={"rule": pl.String, "level": pl.String, "score": pl.Float64},
+            orient="row",
+        )
+        return (
+            named.join(levels, on=["fa", "la", "fb", "lb"], nulls_equal=True)
+            .join(table, on=["rule", "level"])
+            .select(list(EDGE_SCHEMA))
+        )
+
+    def level(self, fa: str | None, la: str | None, fb: str | None, lb: str | None) -> str:
+        """exact | compatible | unknown | conflict for two (first, last) names."""
+        if (fa is None and la is None) or (fb is None and lb is None):
+            return "unknown"
+        if fa and la and fb and lb:
+            if fa == fb and la == lb:
+                return "exact"
+            if (self._first(fa, fb) and self._last(la, lb)) or (self._first(fa, lb) and self._last(la, fb)):
+                return "compatible"
+            return "conflict"
+        if fa and fb:  # one side has a first name only (web forms)
+            return "compatible" if self._first(fa, fb) else "conflict"
+        if la and lb:
+            return "compatible" if self._last(la, lb) else "conflict"
+        return "unknown"
+
+    def conflicts(self, a: int, b: int) -> bool:
+        return self.level(self.first[a], self.last[a], self.first[b], self.last[b]) == "conflict"
+
+    def _first(self, x: str, y: str) -> bool:
+        if x == y:
+            return True
+        if len(x) == 1 or len(y) == 1:
+            return x[0] == y[0]
+        return JaroWinkler.similarity(x, y) >= self.similarity
+
+    def _last(self, x: str, y: str) -> bool:
+        return x == y or JaroWinkler.similarity(x, y) >= self.similarity
+
+
+def _guard_chains(
+    clusters: pl.DataFrame, edges: pl.DataFrame, names: _NameComparer
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Rebuild clusters whose members hold conflicting names, refusing the unions that join them."""
+    named = clusters.join(names.nodes, on="node").filter(
+        pl.col("first").is_not_null() | pl.col("last").is_not_null()
+    )
+    variants = named.select("cluster", "first", "last").unique()
+    multi = variants.filter(pl.len().over("cluster") > 1)
+    grouped = multi.group_by("cluster").agg("first", "last")
+    suspect: set[int] = set()
+    for cluster, firsts, lasts in grouped.iter_rows():
+        people = list(zip(firsts, lasts, strict=True))
+        if any(names.level(*p, *q) == "conflict" for p, q in combinations(people, 2)):
+            suspect.add(cluster)
+    if not suspect:
+        return clusters, edges, pl.DataFrame(schema=EDGE_SCHEMA)
+    members = clusters.filter(pl.col("cluster").is_in(list(suspect)))
+    member_set = set(members["node"].to_list())
+    inside = edges.filter(pl.col("a").is_in(member_set) & pl.col("b").is_in(member_set))
+    ordered = inside.with_columns(
+        pl.col("rule").replace_strict(RULE_ORDER, return_dtype=pl.Int8).alias("order")
+    ).sort(["score", "order"], descending=[True, False])
+    parent = {n: n for n in member_set}
+    holders: dict[int, list[int]] = {n: [n] if names.first[n] or names.last[n] else [] for n in member_set}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    kept: list[tuple] = []
+    refused: list[tuple] = []
+    for a, b, rule, level, score, _ in ordered.iter_rows():
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            kept.append((a, b, rule, level, score))
+            continue
+        if any(names.conflicts(x, y) for x in holders[ra] for y in holders[rb]):
+            refused.append((a, b, rule, "chain_conflict", score))
+            continue
+        root, child = min(ra, rb), max(ra, rb)
+        parent[child] = root
+        holders[root] = holders[root] + holders[child]
+        kept.append((a, b, rule, level, score))
+    rebuilt = pl.DataFrame(
+        {"node": list(member_set), "cluster": [find(n) for n in member_set]},
+        schema={"node": pl.Int64, "cluster": pl.Int64},
+    )
+    # a rebuilt cluster is labelled by its smallest node
+    rebuilt = rebuilt.with_columns(pl.col("node").min().over("cluster").alias("cluster"))
+    clusters = (
+        clusters.join(rebuilt.rename({"cluster": "rebuilt"}), on="node", how="left")
+        .select("node", pl.coalesce("rebuilt", "cluster").alias("cluster"))
+        .sort("node")
+    )
+    others = edges.filter(~(pl.col("a").is_in(member_set) & pl.col("b").is_in(member_set)))
+    kept_frame = pl.DataFrame(kept, schema=EDGE_SCHEMA, orient="row")
+    refused_frame = pl.DataFrame(refused, schema=EDGE_SCHEMA, orient="row")
+    return clusters, pl.concat([others, kept_frame]), refused_frame
+
+
+def _name_company_edges(
+    keys: pl.DataFrame, clusters: pl.DataFrame, rules: ResolutionRules
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Join clusters that share a rare name at one company, when nothing says they are two people."""
+    block_keys = keys.filter(pl.col("kind") == "name_company").join(clusters, on="node")
+    blocks = block_keys.group_by("value").agg(
+        pl.col("cluster").unique().alias("clusters"), pl.col("node").min().alias("head")
+    )
+    blocks = blocks.filter(
+        (pl.col("clusters").list.len() > 1) & (pl.col("clusters").list.len() <= rules.max_block_size)
+    )
+    if blocks.height == 0:
+        empty = pl.DataFrame(schema=EDGE_SCHEMA)
+        return empty, empty
+    # each cluster's addresses, split into work and personal
+    emails = (
+        keys.filter(pl.col("kind") == "email")
+        .join(clusters, on="node")
+        .with_columns(pl.col("value").str.split("@").list.last().is_in(list(FREE_MAIL_DOMAINS)).alias("free"))
+        .group_by("cluster")
+        .agg(
+            pl.col("value").filter(~pl.col("free")).n_unique().alias("work"),
+            pl.col("value").filter(pl.col("free")).n_unique().alias("personal"),
+        )
+    )
+    members = (
+        blocks.explode("clusters")
+        .rename({"clusters": "cluster"})
+        .join(emails, on="cluster", how="left")
+        .with_columns(pl.col("work").fill_null(0), pl.col("personal").fill_null(0))
+    )
+    verdict = members.group_by("value").agg(
+        ((pl.col("work") > 0).sum() > 1).alias("two_work"),
+        ((pl.col("personal") > 0).sum() > 1).alias("two_personal"),
+    )
+    tokens = pl.col("value").str.split("|")
+    common = tokens.list.get(0).is_in(list(COMMON_FIRST_NAMES | COMMON_LAST_NAMES)) & tokens.list.get(
+        1
+    ).is_in(list(COMMON_FIRST_NAMES | COMMON_LAST_NAMES))
+    graded = verdict.with_columns(
+        pl.when(pl.col("two_work") | pl.col("two_personal"))
+        .then(pl.lit("ambiguous"))
+        .when(common)
+        .then(pl.lit("common_name"))
+        .otherwise(pl.lit("rare_name"))
+        .alias("level")
+    ).with_columns(
+        pl.col("level").replace_strict(rules.rules["name_company"], return_dtype=pl.Float64).alias("score")
+    )
+    # one representative node per cluster in the block; pair every cluster with the block's first
+    reps = (
+        block_keys.join(graded, on="value")
+        .group_by("value", "cluster")
+        .agg(pl.col("node").min(), pl.col("level").first(), pl.col("score").first())
+        .with_columns(pl.col("node").min().over("value").alias("head"))
+        .filter(pl.col("node") != pl.col("head"))
+        .select(
+            pl.col("head").alias("a"),
+            pl.col("node").alias("b"),
+            pl.lit("name_company").alias("rule"),
+            "level",
+            "score",
+        )
+    )
+    merges = reps.filter(pl.col("score") >= rules.merge)
+    reviews = reps.filter((pl.col("score") >= rules.review) & (pl.col("score") < rules.merge))
+    return merges, reviews
