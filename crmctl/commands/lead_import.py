@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from crmctl.commands.common import DryRunOption, FormatOption, app_context, example
+from crmctl.errors import RejectRateExceeded, UsageError
+from crmctl.identity import history
+from crmctl.identity.rules import load_rules
+from crmctl.importers.leads import LeadImportOptions, import_leads
+from crmctl.output import OutputFormat
 
 sources_app = typer.Typer(help="What each imported row resolved to.", no_args_is_help=True)
 merges_app = typer.Typer(help="Merge decisions: list, show, undo.", no_args_is_help=True)
@@ -10,8 +20,212 @@ review_app = typer.Typer(help="Candidate pairs waiting for a person.", no_args_i
 runs_app = typer.Typer(help="Import runs: list, show, undo.", no_args_is_help=True)
 
 
+def leads(
+    ctx: typer.Context,
+    files: Annotated[list[Path], typer.Argument(help="CSV, TSV, JSONL, Parquet or Excel files.")],
+    source: Annotated[str, typer.Option("--source", help="Where the rows come from, e.g. web_form.")],
+    id_column: Annotated[
+        str | None,
+        typer.Option("--id-column", help="Column with the source's own record id (else the row number)."),
+    ] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option("--mapping", help='TOML/JSON file: field = "Header" to override the automatic mapping.'),
+    ] = None,
+    default_region: Annotated[
+        str | None,
+        typer.Option("--default-region", help="Country (ISO alpha-2) for phones without a country code."),
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Resolution rules (TOML).")] = None,
+    dry_run: DryRunOption = False,
+    rejects: Annotated[
+        Path | None, typer.Option("--rejects", help="Write rejected rows (row,column,reason) here.")
+    ] = None,
+    max_reject_rate: Annotated[
+        float | None,
+        typer.Option("--max-reject-rate", help="Exit 3 when more than this share of rows is rejected."),
+    ] = None,
+    encoding: Annotated[
+        str | None, typer.Option("--encoding", help="Text encoding of CSV files (default UTF-8).")
+    ] = None,
+    allow_suppressed: Annotated[
+        bool,
+        typer.Option(
+            "--allow-suppressed", help="Import suppressed people when the row carries consent evidence."
+        ),
+    ] = False,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Import lead files, match every row against the file and the database, merge duplicates."""
+    app = app_context(ctx)
+    if max_reject_rate is not None and not 0 <= max_reject_rate <= 1:
+        raise UsageError("--max-reject-rate must be between 0 and 1 (e.g. 0.05 for 5%).")
+    rules = load_rules(config)
+    settings = app.settings
+    region = default_region or settings.default_region
+    db = app.database()
+    options = LeadImportOptions(
+        paths=list(files),
+        source=source,
+        id_column=id_column,
+        mapping_path=mapping,
+        default_region=region,
+        rules=rules,
+        dry_run=dry_run,
+        rejects_path=rejects,
+        encoding=encoding,
+        allow_suppressed=allow_suppressed,
+        erasure_key=settings.erasure_key,
+        actor=settings.actor,
+    )
+    audit_options = {
+        "files": [f.name for f in files],
+        "source": source,
+        "id_column": id_column,
+        "default_region": region,
+        "config": str(config) if config else None,
+        "max_reject_rate": max_reject_rate,
+    }
+    with app.job(
+        db, "import leads", audit_options, dry_run=dry_run, lock="import", lock_wait_seconds=None
+    ) as rec:
+        result = import_leads(db, options)
+        rec.counts.update({k: v for k, v in result.counts.items() if k != "rules"})
+    for name, used in result.mappings.items():
+        app.message(f"{name}: " + ", ".join(f"{field} <- {header}" for field, header in used.items()))
+    counts = result.counts
+    would = "would be " if dry_run else ""
+    summary = {
+        "runs": result.run_ids if not dry_run else [],
+        "dry_run": dry_run,
+        "rows_read": counts["rows_read"],
+        f"new_contacts{' (would)' if dry_run else ''}": counts["new_contacts"],
+        "merged_into_existing": counts["merged_into_existing"],
+        "merged_within_file": counts["merged_within_file"],
+        "sent_to_review": counts["sent_to_review"],
+        "rejected": counts["rejected"],
+        "already_imported": counts["already_imported"],
+        "contacts_merged": counts["contacts_merged"],
+        "rules": counts["rules"],
+        "seconds": result.seconds,
+    }
+    if fmt is OutputFormat.table:
+        app.render_mapping(
+            summary,
+            fmt,
+            title=f"Lead import ({would or ''}done)"
+            if not dry_run
+            else "Lead import (dry run: nothing written)",
+        )
+    else:
+        app.render_mapping(summary, fmt)
+    if rejects is not None and counts["rejected"]:
+        app.message(f"Rejected rows and reasons: {rejects}")
+    rate = counts["rejected"] / counts["rows_read"] if counts["rows_read"] else 0.0
+    if max_reject_rate is not None and rate > max_reject_rate:
+        raise RejectRateExceeded(
+            f"{counts['rejected']} of {counts['rows_read']} rows were rejected ({rate:.1%}), "
+            f"more than --max-reject-rate {max_reject_rate:.1%}."
+        )
+
+
 def register_import_commands(import_app: typer.Typer) -> None:
     """Add `import leads` to the import group."""
+    import_app.command(
+        "leads",
+        epilog=example(
+            "crmctl import leads web.csv --source web_form",
+            "crmctl import leads calls.csv --source dialler --id-column call_id --default-region US",
+            "crmctl import leads events.xlsx --source event --dry-run --format json",
+        ),
+    )(leads)
+
+
+@sources_app.command(
+    "list", epilog=example("crmctl sources list --format csv", "crmctl sources list --source dialler")
+)
+def sources_list(
+    ctx: typer.Context,
+    source: Annotated[str | None, typer.Option("--source", help="Only this source.")] = None,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Every imported row: source, source_record_id and the contact it resolved to."""
+    app = app_context(ctx)
+    with app.database().session() as session:
+        rows = history.source_links(session, source)
+    app.render_rows(rows, fmt, title="Source records")
+
+
+@merges_app.command("list", epilog=example("crmctl merges list", "crmctl merges list --run 3 --format json"))
+def merges_list(
+    ctx: typer.Context,
+    run: Annotated[int | None, typer.Option("--run", help="Only merges of this import run.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many (newest first).")] = 100,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Merge decisions with their rule and score (newest first)."""
+    app = app_context(ctx)
+    with app.database().session() as session:
+        rows = history.merge_decisions(session, run_id=run, limit=limit)
+    app.render_rows(rows, fmt, title="Merge decisions")
+
+
+@merges_app.command("show", epilog=example("crmctl merges show 42 --format json"))
+def merges_show(
+    ctx: typer.Context,
+    decision_id: Annotated[int, typer.Argument(help="Merge decision id.")],
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """One merge decision: rule, score, levels and the values every candidate held."""
+    app = app_context(ctx)
+    with app.database().session() as session:
+        decision = history.merge_decision(session, decision_id)
+    app.render_mapping(decision, fmt, title=f"Merge decision {decision_id}")
+
+
+@review_app.command(
+    "list", epilog=example("crmctl review list", "crmctl review list --status all --format csv")
+)
+def review_list(
+    ctx: typer.Context,
+    status: Annotated[str, typer.Option("--status", help="open, accepted, rejected or all.")] = "open",
+    limit: Annotated[int, typer.Option("--limit")] = 100,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Pairs too close to call, waiting for a person."""
+    app = app_context(ctx)
+    with app.database().session() as session:
+        rows = history.review_items(session, status=None if status == "all" else status, limit=limit)
+    app.render_rows(rows, fmt, title="Review queue")
+
+
+@runs_app.command("list", epilog=example("crmctl imports list", "crmctl imports list --format json"))
+def runs_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+    """Lead import runs, newest first, with their counts."""
+    app = app_context(ctx)
+    with app.database().session() as session:
+        rows = history.import_runs(session)
+    app.render_rows(rows, fmt, title="Import runs")
+
+
+@runs_app.command("show", epilog=example("crmctl imports show 3", "crmctl imports show 3 --results run3.csv"))
+def runs_show(
+    ctx: typer.Context,
+    run_id: Annotated[int, typer.Argument(help="Import run id.")],
+    results: Annotated[
+        Path | None,
+        typer.Option("--results", help="Write row,source_record_id,contact_id,action to this CSV."),
+    ] = None,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """One run's counts; --results writes what every input row became."""
+    app = app_context(ctx)
+    with app.database().session() as session:
+        summary, rows = history.import_run(session, run_id)
+    if results is not None:
+        rows.write_csv(results)
+        summary["results_file"] = str(results)
+    app.render_mapping(summary, fmt, title=f"Import run {run_id}")
 
 
 def register_top_level_commands(app: typer.Typer) -> None:

@@ -8,7 +8,8 @@ from crmctl.identity import normalize as n
 
 # target field -> header names recognised automatically (compared without case and punctuation)
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
-    "email": ("E-mail", "Email Address", "email_address", "Mail", "Work Email", "Requester Email", "Contact Email"),
+    "email": ("E-mail", "Email Address", "email_address", "Mail", "Work Email",
+              "Requester Email", "Contact Email"),
     "phone": ("Mobile", "Phone Number", "Telephone", "Tel", "Cell", "Mobile Phone", "Work Phone"),
     "first_name": ("First Name", "fname", "firstname", "Given Name", "Forename"),
     "last_name": ("Last Name", "lname", "lastname", "Surname", "Family Name"),
@@ -17,7 +18,8 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "website": ("Company Website", "URL", "Web", "Domain"),
     "title": ("Job Title", "Position", "Role"),
     "country": ("Country Code", "country_iso"),
-    "helpdesk_id": ("helpdesk_user_id", "Helpdesk ID", "requester_id", "zendesk_user_id", "Help Desk User ID"),
+    "helpdesk_id": ("helpdesk_user_id", "Helpdesk ID", "requester_id", "zendesk_user_id",
+                    "Help Desk User ID"),
     "campaign": ("utm_campaign", "Campaign Name"),
     "medium": ("utm_medium",),
     "timestamp": ("Submitted At", "created_at", "Created", "Timestamp", "called_at", "Registered At", "Date"),

@@ -26,7 +26,8 @@ from crmctl.identity.rules import ResolutionRules
 
 # Names common enough that "same name at the same company" proves nothing on its own.
 COMMON_FIRST_NAMES = frozenset(
-    """james mary john patricia robert jennifer michael linda william elizabeth david barbara richard
+    """
+    james mary john patricia robert jennifer michael linda william elizabeth david barbara richard
     susan joseph jessica thomas sarah charles karen christopher nancy daniel lisa matthew margaret
     anthony betty mark sandra donald ashley steven kimberly paul emily andrew donna joshua michelle
     kenneth dorothy kevin carol brian amanda george melissa edward deborah ronald stephanie timothy
@@ -34,10 +35,12 @@ COMMON_FIRST_NAMES = frozenset(
     angela jonathan helen stephen anna larry brenda justin pamela scott nicole brandon samantha
     benjamin katherine samuel emma gregory ruth frank christine alexander catherine raymond debra
     patrick rachel jack carolyn dennis janet jerry virginia tyler maria aaron heather jose diane
-    wei mohammed li""".split()
+    wei mohammed li
+    """.split()  # noqa: SIM905
 )
 COMMON_LAST_NAMES = frozenset(
-    """smith johnson williams brown jones garcia miller davis rodriguez martinez hernandez lopez
+    """
+    smith johnson williams brown jones garcia miller davis rodriguez martinez hernandez lopez
     gonzalez wilson anderson thomas taylor moore jackson martin lee perez thompson white harris
     sanchez clark ramirez lewis robinson walker young allen king wright scott torres nguyen hill
     flores green adams nelson baker hall rivera campbell mitchell carter roberts gomez phillips
@@ -45,7 +48,8 @@ COMMON_LAST_NAMES = frozenset(
     gutierrez ortiz morgan cooper peterson bailey reed kelly howard ramos kim cox ward richardson
     watson brooks chavez wood james bennett gray mendoza ruiz hughes price alvarez castillo sanders
     patel myers long ross foster jimenez wang zhang liu chen yang huang singh kumar muller schmidt
-    rossi nowak""".split()
+    rossi nowak
+    """.split()  # noqa: SIM905
 )
 
 STRONG_RULES = ("email", "helpdesk_id", "phone")

@@ -1,0 +1,144 @@
+"""What the lead imports did: source records, merge decisions, review items, import runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+from sqlmodel import Session, select
+
+from crmctl.db import bulk
+from crmctl.db.engine import tenant_of
+from crmctl.db.models import ImportRun, MergeDecision, ReviewItem
+from crmctl.errors import NotFoundError
+
+
+def source_links(session: Session, source: str | None = None) -> pl.DataFrame:
+    """source, source_record_id, contact_id (the surviving contact) for every imported row."""
+    tenant = tenant_of(session)
+    sql = (
+        "SELECT source, source_record_id, contact_id FROM source_record WHERE tenant_id = :t"
+        + (" AND source = :s" if source else "")
+        + " ORDER BY source, id"
+    )
+    links = bulk.read_frame(session, sql, {"t": tenant, "s": source})
+    if links.height == 0:
+        return pl.DataFrame(
+            schema={"source": pl.String, "source_record_id": pl.String, "contact_id": pl.Int64}
+        )
+    merged = bulk.read_frame(
+        session,
+        "SELECT id, merged_into_id FROM contact WHERE tenant_id = :t AND merged_into_id IS NOT NULL",
+        {"t": tenant},
+    )
+    return links.with_columns(pl.col("contact_id").replace(surviving_contacts(merged)))
+
+
+def surviving_contacts(merged: pl.DataFrame) -> dict[int, int]:
+    """contact id -> the contact it was (transitively) merged into, from (id, merged_into_id)."""
+    parent = dict(merged.select("id", "merged_into_id").iter_rows()) if merged.height else {}
+    out: dict[int, int] = {}
+    for start in parent:
+        node, hops = start, 0
+        while node in parent and hops < 1000:
+            node, hops = parent[node], hops + 1
+        out[start] = node
+    return out
+
+
+def merge_decisions(session: Session, *, run_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    query = select(MergeDecision).where(MergeDecision.tenant_id == tenant_of(session))
+    if run_id is not None:
+        query = query.where(MergeDecision.import_run_id == run_id)
+    rows = session.exec(query.order_by(MergeDecision.id.desc()).limit(limit)).all()  # type: ignore[union-attr]
+    return [
+        {
+            "id": d.id,
+            "run": d.import_run_id,
+            "kind": d.kind,
+            "rule": d.rule,
+            "score": d.score,
+            "winner_contact_id": d.winner_contact_id,
+            "records": len(d.source_record_ids or []),
+            "undone": d.undone_at is not None,
+        }
+        for d in rows
+    ]
+
+
+def merge_decision(session: Session, decision_id: int) -> dict[str, Any]:
+    d = session.exec(
+        select(MergeDecision).where(
+            MergeDecision.tenant_id == tenant_of(session), MergeDecision.id == decision_id
+        )
+    ).first()
+    if d is None:
+        raise NotFoundError(f"There is no merge decision {decision_id} in this tenant.")
+    return d.model_dump(exclude={"tenant_id"})
+
+
+def review_items(session: Session, *, status: str | None = "open", limit: int = 100) -> list[dict[str, Any]]:
+    query = select(ReviewItem).where(ReviewItem.tenant_id == tenant_of(session))
+    if status:
+        query = query.where(ReviewItem.status == status)
+    rows = session.exec(query.order_by(ReviewItem.id).limit(limit)).all()  # type: ignore[arg-type]
+    return [
+        {
+            "id": r.id,
+            "left_contact_id": r.left_contact_id,
+            "right_contact_id": r.right_contact_id,
+            "rule": r.rule,
+            "score": r.score,
+            "levels": r.levels,
+            "status": r.status,
+        }
+        for r in rows
+    ]
+
+
+def import_runs(session: Session, limit: int = 50) -> list[dict[str, Any]]:
+    rows = session.exec(
+        select(ImportRun)
+        .where(ImportRun.tenant_id == tenant_of(session), ImportRun.kind == "leads")
+        .order_by(ImportRun.id.desc())  # type: ignore[union-attr]
+        .limit(limit)
+    ).all()
+    return [_run_row(r) for r in rows]
+
+
+def _run_row(run: ImportRun) -> dict[str, Any]:
+    counts = run.counts or {}
+    return {
+        "id": run.id,
+        "source": run.source,
+        "file": run.file_name,
+        "status": run.status,
+        "rows_read": counts.get("rows_read"),
+        "new_contacts": counts.get("new_contacts"),
+        "merged": (counts.get("merged_into_existing") or 0) + (counts.get("merged_within_file") or 0),
+        "review": counts.get("sent_to_review"),
+        "rejected": counts.get("rejected"),
+        "started_at": run.started_at,
+    }
+
+
+def import_run(session: Session, run_id: int) -> tuple[dict[str, Any], pl.DataFrame]:
+    """A run's summary and its results: row, source_record_id, contact_id, action."""
+    run = session.exec(
+        select(ImportRun).where(ImportRun.tenant_id == tenant_of(session), ImportRun.id == run_id)
+    ).first()
+    if run is None:
+        raise NotFoundError(f"There is no import run {run_id} in this tenant.")
+    results = bulk.read_frame(
+        session,
+        "SELECT row_number AS row, source_record_id, contact_id, action FROM source_record "
+        "WHERE tenant_id = :t AND import_run_id = :r ORDER BY row_number",
+        {"t": tenant_of(session), "r": run_id},
+    )
+    summary = {
+        **_run_row(run),
+        "sha256": run.file_sha256,
+        "counts": run.counts,
+        "finished_at": run.finished_at,
+    }
+    return summary, results

@@ -1,0 +1,787 @@
+"""Lead import: read files in batches, normalise, resolve against the batch and the database, write.
+
+Every batch is one transaction: its source records, the contacts they created, the identifiers,
+merge decisions and review items commit together or not at all. ``source_record`` is unique on
+(tenant, source, source_record_id), and rows already imported are skipped before resolution, so a
+re-run after a crash (or of the same file) continues where the committed batches stopped and
+changes nothing that is already there. A dry run does the same work in one transaction that is
+rolled back at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from sqlalchemy import text
+from sqlmodel import Session
+
+from crmctl.db import bulk
+from crmctl.db.engine import Database, dialect_of, tenant_of
+from crmctl.db.models import ImportRun, utcnow
+from crmctl.errors import InputError
+from crmctl.identity.records import FIELD_ALIASES, FIELDS, normalise_records, record_keys
+from crmctl.identity.resolve import resolve
+from crmctl.identity.rules import ResolutionRules
+from crmctl.importers.reader import (
+    DEFAULT_BATCH_ROWS,
+    ROW_COLUMN,
+    RejectWriter,
+    load_mapping,
+    open_table,
+    overlong_fields,
+    rejects_for,
+    resolve_columns,
+)
+
+PROBE_CHUNK = 2_000
+CONTACT_FIELDS = (
+    "first_name",
+    "last_name",
+    "full_name",
+    "email",
+    "phone",
+    "phone_ext",
+    "title",
+    "company",
+    "country",
+)
+
+
+@dataclass
+class LeadImportOptions:
+    paths: list[Path]
+    source: str
+    id_column: str | None = None
+    mapping_path: Path | None = None
+    default_region: str | None = None
+    rules: ResolutionRules = field(default_factory=ResolutionRules)
+    dry_run: bool = False
+    rejects_path: Path | None = None
+    encoding: str | None = None
+    allow_suppressed: bool = False
+    erasure_key: str | None = None
+    actor: str = "unknown"
+    batch_rows: int = DEFAULT_BATCH_ROWS
+
+
+@dataclass
+class LeadImportResult:
+    run_ids: list[int]
+    counts: dict[str, Any]
+    mappings: dict[str, dict[str, str]]
+    seconds: float
+    dry_run: bool
+
+
+class _DryRun(Exception):
+    """Raised to roll the dry run's transaction back after its counts are known."""
+
+
+def _empty_counts() -> dict[str, Any]:
+    return {
+        "rows_read": 0,
+        "new_contacts": 0,
+        "merged_into_existing": 0,
+        "merged_within_file": 0,
+        "sent_to_review": 0,
+        "rejected": 0,
+        "already_imported": 0,
+        "contacts_merged": 0,
+        "rules": {},
+    }
+
+
+def import_leads(db: Database, options: LeadImportOptions) -> LeadImportResult:
+    """Import every file in ``options.paths`` (checked first, all of them, before writing)."""
+    started = time.perf_counter()
+    override = load_mapping(options.mapping_path) if options.mapping_path else None
+    tables = []
+    mappings: dict[str, dict[str, str]] = {}
+    for path in options.paths:
+        table = open_table(path, encoding=options.encoding, batch_rows=options.batch_rows)
+        mapping = resolve_columns(table.columns, FIELD_ALIASES, override, known_fields=FIELDS)
+        if options.id_column is not None and options.id_column not in table.columns:
+            raise InputError(
+                f"The file {path.name} has no column '{options.id_column}' (given with --id-column).",
+                hint=f"Its columns are: {', '.join(table.columns)}.",
+            )
+        if not {"email", "phone", "helpdesk_id"} & set(mapping):
+            raise InputError(
+                f"The file {path.name} has no email, phone or helpdesk id column, so no row can be matched.",
+                hint='Name the columns with --mapping (e.g. email = "Contact mail").',
+            )
+        tables.append(table)
+        mappings[path.name] = mapping
+    counts = _empty_counts()
+    rejects = RejectWriter(options.rejects_path)
+    run_ids: list[int] = []
+    try:
+        if options.dry_run:
+            try:
+                with db.session(write=True) as session:
+                    for table in tables:
+                        run_id = _start_run(session, options, table)
+                        run_ids.append(run_id)
+                        _import_table(
+                            db, session, table, mappings[table.path.name], run_id, options, counts, rejects
+                        )
+                    raise _DryRun
+            except _DryRun:
+                pass
+        else:
+            for table in tables:
+                with db.session(write=True) as session:
+                    run_id = _start_run(session, options, table)
+                run_ids.append(run_id)
+                file_counts = _empty_counts()
+                _import_table(
+                    db, None, table, mappings[table.path.name], run_id, options, file_counts, rejects
+                )
+                _finish_run(db, run_id, file_counts)
+                _add_counts(counts, file_counts)
+    finally:
+        rejects.close()
+    return LeadImportResult(
+        run_ids=run_ids,
+        counts=counts,
+        mappings=mappings,
+        seconds=round(time.perf_counter() - started, 2),
+        dry_run=options.dry_run,
+    )
+
+
+def _add_counts(total: dict[str, Any], part: dict[str, Any]) -> None:
+    for key, value in part.items():
+        if key == "rules":
+            rules = Counter(total["rules"])
+            rules.update(value)
+            total["rules"] = dict(rules)
+        else:
+            total[key] += value
+
+
+def _start_run(session: Session, options: LeadImportOptions, table: Any) -> int:
+    run = ImportRun(
+        tenant_id=tenant_of(session),
+        kind="leads",
+        source=options.source,
+        file_name=table.path.name,
+        file_sha256=table.sha256,
+        options={
+            "id_column": options.id_column,
+            "default_region": options.default_region,
+            "dry_run": options.dry_run,
+            "rules": options.rules.as_dict(),
+        },
+        actor=options.actor,
+    )
+    session.add(run)
+    session.flush()
+    assert run.id is not None
+    return run.id
+
+
+def _finish_run(db: Database, run_id: int, counts: dict[str, Any]) -> None:
+    with db.session(write=True) as session:
+        run = session.get(ImportRun, run_id)
+        assert run is not None
+        run.counts = counts
+        run.status = "completed"
+        run.finished_at = utcnow()
+
+
+def _import_table(
+    db: Database,
+    session: Session | None,
+    table: Any,
+    mapping: dict[str, str],
+    run_id: int,
+    options: LeadImportOptions,
+    counts: dict[str, Any],
+    rejects: RejectWriter,
+) -> None:
+    seen_ids: set[str] = set()
+    for batch in table.batches():
+        counts["rows_read"] += batch.height
+        rows, batch_rejects = _prepare(batch, mapping, options, seen_ids)
+        if session is not None:
+            _resolve_batch(session, rows, run_id, options, counts, rejects, batch_rejects)
+        else:
+            with db.session(write=True) as batch_session:
+                _resolve_batch(batch_session, rows, run_id, options, counts, rejects, batch_rejects)
+
+
+def _prepare(
+    batch: pl.DataFrame, mapping: dict[str, str], options: LeadImportOptions, seen_ids: set[str]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Mapped, normalised rows of one batch, and the rows rejected with their reasons."""
+    data_columns = [c for c in batch.columns if c != ROW_COLUMN]
+    too_long = overlong_fields(batch, data_columns)
+    fields = batch.select(
+        pl.col(ROW_COLUMN),
+        *[pl.col(header).alias(target) for target, header in mapping.items()],
+        (pl.col(options.id_column) if options.id_column else pl.col(ROW_COLUMN).cast(pl.String)).alias(
+            "srid"
+        ),
+        pl.struct(data_columns).struct.json_encode().alias("payload"),
+    )
+    fields = fields.filter(~pl.col(ROW_COLUMN).is_in(too_long[ROW_COLUMN].implode()))
+    records = normalise_records(fields, source=options.source, default_region=options.default_region)
+    problems = [too_long]
+    records = records.with_columns(pl.col("srid").str.strip_chars())
+    missing_id = records.filter(pl.col("srid").is_null())
+    problems.append(rejects_for(missing_id[ROW_COLUMN], options.id_column or "", "missing record id"))
+    records = records.filter(pl.col("srid").is_not_null())
+    duplicate = records.filter(pl.col("srid").is_duplicated() | pl.col("srid").is_in(list(seen_ids)))
+    problems.append(rejects_for(duplicate[ROW_COLUMN], options.id_column or "", "duplicate record id"))
+    records = records.filter(~pl.col(ROW_COLUMN).is_in(duplicate[ROW_COLUMN].implode()))
+    seen_ids.update(records["srid"].to_list())
+    no_key = records.filter(
+        pl.col("email_norm").is_null() & pl.col("phone_e164").is_null() & pl.col("helpdesk_key").is_null()
+    )
+    reason = (
+        pl.when(pl.col("email").is_not_null())
+        .then(pl.lit("invalid email and no valid phone"))
+        .when(pl.col("phone").is_not_null())
+        .then(pl.lit("invalid phone and no email"))
+        .otherwise(pl.lit("no email, phone or helpdesk id"))
+    )
+    column = (
+        pl.when(pl.col("email").is_not_null())
+        .then(pl.lit(mapping.get("email", "")))
+        .otherwise(pl.lit(mapping.get("phone", mapping.get("email", ""))))
+    )
+    problems.append(no_key.select(pl.col(ROW_COLUMN), column.alias("column"), reason.alias("reason")))
+    records = records.filter(~pl.col(ROW_COLUMN).is_in(no_key[ROW_COLUMN].implode()))
+    return records, pl.concat(problems)
+
+
+def _in_clause(session: Session, column: str, values: list[Any], prefix: str) -> tuple[str, dict[str, Any]]:
+    if dialect_of(session) == "postgresql":
+        return f"{column} = ANY(:{prefix})", {prefix: list(values)}
+    names = {f"{prefix}{i}": v for i, v in enumerate(values)}
+    return f"{column} IN ({', '.join(':' + k for k in names)})", names
+
+
+def _select_in(
+    session: Session, sql: str, column: str, values: list[Any], params: dict[str, Any], schema: dict[str, Any]
+) -> pl.DataFrame:
+    """Run ``sql`` (with a ``{cond}`` placeholder) for chunks of ``values``: indexed probes."""
+    parts = []
+    for start in range(0, len(values), PROBE_CHUNK):
+        cond, extra = _in_clause(session, column, values[start : start + PROBE_CHUNK], "v")
+        rows = session.connection().execute(text(sql.format(cond=cond)), {**params, **extra}).fetchall()
+        if rows:
+            parts.append(pl.DataFrame(rows, schema=schema, orient="row"))
+    return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+
+
+def _resolve_batch(
+    session: Session,
+    records: pl.DataFrame,
+    run_id: int,
+    options: LeadImportOptions,
+    counts: dict[str, Any],
+    rejects: RejectWriter,
+    batch_rejects: pl.DataFrame,
+) -> None:
+    tenant = tenant_of(session)
+    # idempotency: rows of this source already imported are skipped
+    existing = _select_in(
+        session,
+        "SELECT source_record_id FROM source_record WHERE tenant_id = :t AND source = :s AND {cond}",
+        "source_record_id",
+        records["srid"].to_list(),
+        {"t": tenant, "s": options.source},
+        {"srid": pl.String},
+    )
+    if existing.height:
+        counts["already_imported"] += existing.height
+        records = records.filter(~pl.col("srid").is_in(existing["srid"].implode()))
+    suppressed = _suppressed(session, records, options)
+    if suppressed is not None:
+        batch_rejects = pl.concat(
+            [batch_rejects, rejects_for(records.filter(suppressed)[ROW_COLUMN], "", "suppressed")]
+        )
+        records = records.filter(~suppressed)
+    rejects.add(batch_rejects)
+    counts["rejected"] += batch_rejects[ROW_COLUMN].n_unique()
+    if records.height == 0:
+        return
+    records = records.with_row_index("node").with_columns(pl.col("node").cast(pl.Int64))
+    keys = record_keys(records)
+    contacts, contact_keys = _candidates(session, keys, records.height)
+    nodes = pl.concat(
+        [
+            records.select("node", pl.col("first_c").alias("first"), pl.col("last_c").alias("last")),
+            contacts.select("node", "first", "last"),
+        ]
+    )
+    resolution = resolve(nodes, pl.concat([keys, contact_keys]), options.rules)
+    _write(session, records, contacts, resolution, run_id, options, counts)
+
+
+def _suppressed(session: Session, records: pl.DataFrame, options: LeadImportOptions) -> pl.Series | None:
+    try:
+        from crmctl.erasure.suppression import find_suppressed
+    except ImportError:  # the erasure module is optional in a trimmed install
+        return None
+    mask = find_suppressed(
+        session, key=options.erasure_key, emails=records["email_norm"], phones=records["phone_e164"]
+    )
+    if options.allow_suppressed:
+        mask = mask & records["consent_evidence"].is_null()
+    return mask if mask.any() else None
+
+
+def _candidates(session: Session, keys: pl.DataFrame, offset: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Existing contacts sharing a key with the batch (index probes on contact_identifier)."""
+    tenant = tenant_of(session)
+    id_schema = {"contact_id": pl.Int64, "kind": pl.String, "value": pl.String}
+    hits = []
+    for kind, group in keys.group_by("kind"):
+        values = group["value"].unique().to_list()
+        hits.append(
+            _select_in(
+                session,
+                "SELECT contact_id, kind, value FROM contact_identifier "
+                "WHERE tenant_id = :t AND kind = :k AND {cond}",
+                "value",
+                values,
+                {"t": tenant, "k": kind[0]},
+                id_schema,
+            )
+        )
+    found = pl.concat(hits) if hits else pl.DataFrame(schema=id_schema)
+    contact_schema = {
+        "contact_id": pl.Int64,
+        "merged_into_id": pl.Int64,
+        "first": pl.String,
+        "last": pl.String,
+    }
+    ids = found["contact_id"].unique().to_list()
+    # follow merges to the surviving contact
+    roots: dict[int, int] = {}
+    frontier = ids
+    info_parts = []
+    while frontier:
+        info = _select_in(
+            session,
+            "SELECT id, merged_into_id, first_name_norm, last_name_norm FROM contact "
+            "WHERE tenant_id = :t AND erased_at IS NULL AND {cond}",
+            "id",
+            frontier,
+            {"t": tenant},
+            contact_schema,
+        )
+        info_parts.append(info)
+        frontier = [p for p in info["merged_into_id"].drop_nulls().unique().to_list() if p not in roots]
+        for cid, parent in info.select("contact_id", "merged_into_id").iter_rows():
+            roots[cid] = parent if parent is not None else cid
+    if not roots:
+        empty_nodes = pl.DataFrame(
+            schema={"node": pl.Int64, "contact_id": pl.Int64, "first": pl.String, "last": pl.String}
+        )
+        return empty_nodes, pl.DataFrame(schema={"node": pl.Int64, "kind": pl.String, "value": pl.String})
+
+    def root(cid: int) -> int:
+        seen = 0
+        while roots.get(cid, cid) != cid and seen < 100:
+            cid = roots[cid]
+            seen += 1
+        return cid
+
+    info = pl.concat(info_parts).unique("contact_id")
+    survivors = sorted({root(c) for c in roots})
+    from crmctl.identity.normalize import NICKNAME_TO_CANONICAL
+
+    contacts = (
+        info.filter(pl.col("contact_id").is_in(survivors))
+        .sort("contact_id")
+        .with_row_index("node", offset=offset)
+        .with_columns(
+            pl.col("node").cast(pl.Int64),
+            pl.col("last").str.replace_all(" ", "").replace(NICKNAME_TO_CANONICAL).alias("last"),
+        )
+    )
+    # every identifier of the surviving contacts and of the contacts merged into them
+    members = [c for c in roots if root(c) in set(survivors)]
+    all_keys = _select_in(
+        session,
+        "SELECT contact_id, kind, value FROM contact_identifier WHERE tenant_id = :t AND {cond}",
+        "contact_id",
+        members,
+        {"t": tenant},
+        id_schema,
+    ).with_columns(pl.col("contact_id").replace_strict({c: root(c) for c in members}, return_dtype=pl.Int64))
+    contact_keys = all_keys.join(contacts.select("node", "contact_id"), on="contact_id").select(
+        "node", "kind", "value"
+    )
+    return contacts.select("node", "contact_id", "first", "last"), contact_keys
+
+
+def _write(
+    session: Session,
+    records: pl.DataFrame,
+    contacts: pl.DataFrame,
+    resolution: Any,
+    run_id: int,
+    options: LeadImportOptions,
+    counts: dict[str, Any],
+) -> None:
+    tenant = tenant_of(session)
+    now = utcnow()
+    n_records = records.height
+    clusters = resolution.clusters
+    # which existing contact (if any) each cluster lands in: the oldest one
+    existing = clusters.join(contacts.select("node", "contact_id"), on="node")
+    landing = existing.group_by("cluster").agg(
+        pl.col("contact_id").min().alias("winner"), pl.col("contact_id").sort().alias("all_contacts")
+    )
+    record_clusters = clusters.filter(pl.col("node") < n_records)
+    new_clusters = (
+        record_clusters.select("cluster").unique().join(landing, on="cluster", how="anti").sort("cluster")
+    )
+    new_ids = bulk.allocate_ids(session, "contact", new_clusters.height)
+    new_clusters = new_clusters.with_columns(pl.Series("winner", new_ids, dtype=pl.Int64))
+    target = pl.concat([landing.select("cluster", "winner"), new_clusters.select("cluster", "winner")])
+    trust = options.rules.source_trust.get(options.source, 1)
+    recs = (
+        records.join(record_clusters, on="node")
+        .join(target, on="cluster")
+        .with_columns(pl.lit(trust).alias("trust"))
+    )
+    review_nodes = set(resolution.reviews["a"].to_list()) | set(resolution.reviews["b"].to_list())
+    is_new = pl.col("cluster").is_in(new_clusters["cluster"].implode())
+    first_of_cluster = pl.col("node") == pl.col("node").min().over("cluster")
+    recs = recs.with_columns(
+        pl.when(pl.col("node").is_in(list(review_nodes)))
+        .then(pl.lit("review"))
+        .when(is_new & first_of_cluster)
+        .then(pl.lit("created"))
+        .otherwise(pl.lit("merged"))
+        .alias("action")
+    )
+    sr_ids = bulk.allocate_ids(session, "source_record", recs.height)
+    recs = recs.sort("node").with_columns(pl.Series("sr_id", sr_ids, dtype=pl.Int64))
+    counts["new_contacts"] += new_clusters.height
+    counts["merged_into_existing"] += recs.filter(~is_new).height
+    counts["merged_within_file"] += recs.filter(is_new & ~first_of_cluster).height
+    counts["sent_to_review"] += resolution.reviews.height
+    rule_counts = Counter(counts["rules"])
+    rule_counts.update(dict(resolution.edges.group_by("rule").len().iter_rows()))
+    counts["rules"] = dict(rule_counts)
+
+    contact_values = _best_values(recs)
+    new_contacts = contact_values.join(new_clusters.select("winner"), on="winner").with_columns(
+        pl.lit(tenant).alias("tenant_id"),
+        pl.lit("lead").alias("lifecycle_stage"),
+        pl.lit(options.source).alias("source"),
+        pl.lit(now).alias("created_at"),
+        pl.lit(now).alias("updated_at"),
+    )
+    bulk.insert_frame(
+        session,
+        "contact",
+        new_contacts.select(
+            pl.col("winner").alias("id"),
+            "tenant_id",
+            *CONTACT_FIELDS,
+            "first_name_norm",
+            "last_name_norm",
+            "email_norm",
+            "phone_e164",
+            "company_norm",
+            "company_domain",
+            "lifecycle_stage",
+            "source",
+            "field_provenance",
+            "created_at",
+            "updated_at",
+        ),
+    )
+    bulk.insert_frame(
+        session,
+        "source_record",
+        recs.select(
+            pl.col("sr_id").alias("id"),
+            pl.lit(tenant).alias("tenant_id"),
+            pl.lit(options.source).alias("source"),
+            pl.col("srid").alias("source_record_id"),
+            pl.lit(run_id).alias("import_run_id"),
+            pl.col(ROW_COLUMN).alias("row_number"),
+            "payload",
+            pl.col("payload").hash().cast(pl.String).alias("content_hash"),
+            "email_norm",
+            "phone_e164",
+            pl.col("name_key"),
+            pl.col("company_tok").alias("company_key"),
+            pl.col("winner").alias("contact_id"),
+            "action",
+            "campaign",
+            "medium",
+            pl.lit(now).alias("created_at"),
+        ),
+    )
+    # identifiers the contacts did not have yet
+    keys = (
+        record_keys(recs)
+        .join(recs.select("node", "winner", "sr_id"), on="node")
+        .unique(["winner", "kind", "value"], keep="first", maintain_order=True)
+    )
+    if contacts.height:
+        known = _known_identifiers(session, contacts, clusters, target)
+        keys = keys.join(known, on=["winner", "kind", "value"], how="anti")
+    bulk.insert_frame(
+        session,
+        "contact_identifier",
+        keys.select(
+            pl.lit(tenant).alias("tenant_id"),
+            pl.col("winner").alias("contact_id"),
+            "kind",
+            "value",
+            pl.col("sr_id").alias("source_record_id"),
+            pl.lit(now).alias("created_at"),
+        ),
+    )
+    _update_existing(session, contact_values, landing, now)
+    _merge_decisions(session, recs, contacts, clusters, landing, resolution, run_id, options, counts, now)
+    _review_items(session, recs, contacts, clusters, target, resolution, run_id, now)
+
+
+def _best_values(recs: pl.DataFrame) -> pl.DataFrame:
+    """Survivorship: per contact and field, the value from the most trusted, most recent record."""
+    ordered = recs.with_columns(
+        pl.concat_str([pl.col("first_raw"), pl.col("last_raw")], separator=" ", ignore_nulls=True)
+        .replace("", None)
+        .alias("full_name"),
+        pl.col("first_raw").alias("first_name"),
+        pl.col("last_raw").alias("last_name"),
+        pl.col("country_code").alias("country"),
+    ).sort(["trust", "timestamp", "node"], descending=[True, True, False], nulls_last=True)
+    value_fields = [*CONTACT_FIELDS, "first_name_norm", "last_name_norm", "email_norm", "phone_e164"]
+    value_fields += ["company_norm", "company_domain"]
+    best = ordered.group_by("winner", maintain_order=True).agg(
+        *[pl.col(f).drop_nulls().first().alias(f) for f in value_fields],
+        *[pl.col("srid").filter(pl.col(f).is_not_null()).first().alias(f"_from_{f}") for f in CONTACT_FIELDS],
+    )
+    # first_name_norm is stored nickname-canonical (what matching compares)
+    best = best.with_columns(
+        ordered.group_by("winner", maintain_order=True)
+        .agg(pl.col("first_c").drop_nulls().first())["first_c"]
+        .alias("first_name_norm")
+    )
+    provenance = pl.struct(
+        [
+            pl.when(pl.col(f"_from_{f}").is_not_null())
+            .then(pl.struct(pl.col(f"_from_{f}").alias("source_record_id")))
+            .alias(f)
+            for f in CONTACT_FIELDS
+        ]
+    ).struct.json_encode()
+    return best.with_columns(provenance.alias("field_provenance")).drop(
+        [f"_from_{f}" for f in CONTACT_FIELDS]
+    )
+
+
+def _known_identifiers(
+    session: Session, contacts: pl.DataFrame, clusters: pl.DataFrame, target: pl.DataFrame
+) -> pl.DataFrame:
+    winners = contacts.join(clusters, on="node").join(target, on="cluster")["winner"].unique().to_list()
+    return _select_in(
+        session,
+        "SELECT contact_id, kind, value FROM contact_identifier WHERE tenant_id = :t AND {cond}",
+        "contact_id",
+        winners,
+        {"t": tenant_of(session)},
+        {"winner": pl.Int64, "kind": pl.String, "value": pl.String},
+    )
+
+
+def _update_existing(session: Session, values: pl.DataFrame, landing: pl.DataFrame, now: Any) -> None:
+    """Fill the empty fields of existing contacts that records merged into (provenance kept)."""
+    if landing.height == 0:
+        return
+    rows = values.join(landing.select("winner"), on="winner")
+    fill = ["first_name", "last_name", "full_name", "email", "phone", "title", "company", "country"]
+    fill += [
+        "first_name_norm",
+        "last_name_norm",
+        "email_norm",
+        "phone_e164",
+        "company_norm",
+        "company_domain",
+    ]
+    sets = ", ".join(f"{f} = COALESCE({f}, :{f})" for f in fill)
+    params = rows.select(*fill, "winner").with_columns(pl.lit(now).alias("now")).to_dicts()
+    session.connection().execute(
+        text(f"UPDATE contact SET {sets}, updated_at = :now WHERE tenant_id = :t AND id = :winner"),
+        [{**p, "t": tenant_of(session)} for p in params],
+    )
+
+
+def _candidate_values(recs: pl.DataFrame) -> pl.DataFrame:
+    return recs.select(
+        "cluster",
+        pl.struct(
+            pl.lit("record").alias("type"),
+            pl.col("sr_id").alias("source_record_id"),
+            pl.col("srid").alias("source_id"),
+            "email",
+            "phone",
+            pl.col("first_raw").alias("first_name"),
+            pl.col("last_raw").alias("last_name"),
+            "company",
+        ).alias("candidate"),
+    )
+
+
+def _merge_decisions(
+    session: Session,
+    recs: pl.DataFrame,
+    contacts: pl.DataFrame,
+    clusters: pl.DataFrame,
+    landing: pl.DataFrame,
+    resolution: Any,
+    run_id: int,
+    options: LeadImportOptions,
+    counts: dict[str, Any],
+    now: Any,
+) -> None:
+    """One decision per cluster that joined anything: rule, score, levels, every candidate's values."""
+    tenant = tenant_of(session)
+    edges = resolution.edges.join(clusters.rename({"node": "a"}), on="a")
+    summary = edges.group_by("cluster").agg(
+        pl.col("rule").sort_by("score", descending=True).first().alias("rule"),
+        pl.col("score").min().alias("score"),
+        pl.concat_str("rule", "level", separator=":").unique().sort().alias("levels"),
+    )
+    if summary.height == 0:
+        return
+    contact_rows = (
+        _select_in(
+            session,
+            "SELECT id, email, phone, first_name, last_name, company, merged_into_id FROM contact "
+            "WHERE tenant_id = :t AND {cond}",
+            "id",
+            contacts["contact_id"].to_list(),
+            {"t": tenant},
+            {
+                "contact_id": pl.Int64,
+                "email": pl.String,
+                "phone": pl.String,
+                "first_name": pl.String,
+                "last_name": pl.String,
+                "company": pl.String,
+                "merged_into_id": pl.Int64,
+            },
+        )
+        if contacts.height
+        else None
+    )
+    candidates = _candidate_values(recs)
+    if contact_rows is not None and contact_rows.height:
+        contact_candidates = (
+            contact_rows.join(contacts.select("node", "contact_id"), on="contact_id")
+            .join(clusters, on="node")
+            .select(
+                "cluster",
+                pl.struct(
+                    pl.lit("contact").alias("type"),
+                    "contact_id",
+                    "email",
+                    "phone",
+                    "first_name",
+                    "last_name",
+                    "company",
+                ).alias("candidate"),
+            )
+        )
+        candidates = pl.concat([candidates, contact_candidates], how="diagonal_relaxed")
+    by_cluster = candidates.group_by("cluster").agg(pl.col("candidate"))
+    records_by_cluster = recs.group_by("cluster").agg(
+        pl.col("sr_id").sort().alias("sr_ids"), pl.col("winner").first()
+    )
+    decisions = (
+        summary.join(records_by_cluster, on="cluster")
+        .join(by_cluster, on="cluster")
+        .join(landing.select("cluster", "all_contacts"), on="cluster", how="left")
+    )
+    ids = bulk.allocate_ids(session, "merge_decision", decisions.height)
+    frame = decisions.with_columns(pl.Series("id", ids, dtype=pl.Int64)).select(
+        "id",
+        pl.lit(tenant).alias("tenant_id"),
+        pl.lit(run_id).alias("import_run_id"),
+        pl.lit("record").alias("kind"),
+        "rule",
+        "score",
+        pl.col("winner").alias("winner_contact_id"),
+        _json_list("sr_ids").alias("source_record_ids"),
+        _json_list("levels").alias("levels"),
+        _json_list("candidate").alias("candidates"),
+        pl.lit(options.actor).alias("actor"),
+        pl.lit(now).alias("created_at"),
+    )
+    bulk.insert_frame(session, "merge_decision", frame)
+    # clusters holding two or more existing contacts: the younger ones merge into the oldest
+    multi = landing.filter(pl.col("all_contacts").list.len() > 1)
+    if multi.height:
+        losers = multi.explode("all_contacts").filter(pl.col("all_contacts") != pl.col("winner"))
+        counts["contacts_merged"] += losers.height
+        session.connection().execute(
+            text(
+                "UPDATE contact SET merged_into_id = :w, updated_at = :now WHERE tenant_id = :t AND id = :l"
+            ),
+            [
+                {"w": w, "l": loser, "now": now, "t": tenant}
+                for w, loser in losers.select("winner", "all_contacts").iter_rows()
+            ],
+        )
+
+
+def _review_items(
+    session: Session,
+    recs: pl.DataFrame,
+    contacts: pl.DataFrame,
+    clusters: pl.DataFrame,
+    target: pl.DataFrame,
+    resolution: Any,
+    run_id: int,
+    now: Any,
+) -> None:
+    reviews = resolution.reviews
+    if reviews.height == 0:
+        return
+    node_contact = clusters.join(target, on="cluster").select("node", "winner")
+    pairs = (
+        reviews.join(node_contact.rename({"node": "a", "winner": "left"}), on="a")
+        .join(node_contact.rename({"node": "b", "winner": "right"}), on="b")
+        .filter(pl.col("left") != pl.col("right"))
+        .unique(["left", "right"])
+    )
+    bulk.insert_frame(
+        session,
+        "review_item",
+        pairs.select(
+            pl.lit(tenant_of(session)).alias("tenant_id"),
+            pl.lit(run_id).alias("import_run_id"),
+            pl.col("left").alias("left_contact_id"),
+            pl.col("right").alias("right_contact_id"),
+            "rule",
+            "score",
+            pl.struct("rule", "level").struct.json_encode().alias("levels"),
+            pl.lit("open").alias("status"),
+            pl.lit(now).alias("created_at"),
+        ),
+    )
+
+
+def _json_list(column: str) -> pl.Expr:
+    """A list column as JSON text, vectorised: encode {"x": [...]} and cut the wrapper off."""
+    wrapped = pl.struct(pl.col(column).alias("x")).struct.json_encode()
+    return wrapped.str.slice(5, wrapped.str.len_chars() - 6)
