@@ -1,0 +1,89 @@
+"""Set-based reads and writes for the migration importers, the same on SQLite and PostgreSQL.
+
+Lookups probe an index with one query per batch (a JSON array on SQLite, an array on PostgreSQL);
+inserts go through ``bulk.insert_frame`` (COPY on PostgreSQL); updates load the changed rows into a
+temporary table with the same writer and apply them with one ``UPDATE … FROM``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import polars as pl
+from sqlmodel import Session
+
+from crmctl.db.bulk import insert_frame
+from crmctl.db.engine import dialect_of
+from crmctl.erasure.sql import execute, frame, in_list, list_param
+
+LOOKUP_CHUNK = 50_000
+
+
+def lookup(
+    session: Session,
+    table: str,
+    column: str,
+    keys: pl.Series,
+    *,
+    select: Sequence[str] = ("id",),
+    where: str = "",
+    schema: dict[str, Any] | None = None,
+    **params: Any,
+) -> pl.DataFrame:
+    """Rows of ``table`` whose ``column`` is one of ``keys``: a frame of ``key`` + ``select``."""
+    distinct = keys.drop_nulls().unique().to_list()
+    out_schema = {"key": keys.dtype, **(schema or {name: pl.Int64 for name in select})}
+    parts = [pl.DataFrame(schema=out_schema)]
+    columns = ", ".join(f"{name}" for name in select)
+    extra = f" AND {where}" if where else ""
+    sql = (
+        f"SELECT {column} AS key, {columns} FROM {table} "
+        f"WHERE tenant_id = :tenant{extra} AND {in_list(session, column, 'keys')}"
+    )
+    for start in range(0, len(distinct), LOOKUP_CHUNK):
+        chunk = distinct[start : start + LOOKUP_CHUNK]
+        parts.append(frame(session, sql, out_schema, keys=list_param(session, chunk), **params))
+    return pl.concat(parts)
+
+
+def update_from_frame(
+    session: Session,
+    table: str,
+    rows: pl.DataFrame,
+    *,
+    keep_existing_when_null: bool = True,
+    keep_later: Sequence[str] = (),
+) -> int:
+    """Apply ``rows`` (an ``id`` column + the columns to set) to ``table`` in one statement.
+
+    With ``keep_existing_when_null`` an empty cell leaves the stored value alone (a partial export
+    does not wipe fields it did not carry). Columns in ``keep_later`` keep the later of the stored
+    and the new value (a projection such as ``last_interaction_at``)."""
+    if rows.height == 0:
+        return 0
+    columns = [c for c in rows.columns if c != "id"]
+    temp = f"crmctl_update_{table}"
+    postgres = dialect_of(session) == "postgresql"
+    execute(session, f"DROP TABLE IF EXISTS {'pg_temp.' if postgres else 'temp.'}{temp}")
+    select = ", ".join(["id", *columns])
+    if postgres:
+        execute(session, f"CREATE TEMP TABLE {temp} AS SELECT {select} FROM {table} WITH NO DATA")
+    else:
+        execute(session, f"CREATE TEMP TABLE {temp} AS SELECT {select} FROM {table} WHERE 0")
+    insert_frame(session, temp, rows.select(["id", *columns]))
+
+    def assign(c: str) -> str:
+        if c in keep_later:
+            later = "GREATEST" if postgres else "MAX"
+            return f"{c} = {later}(COALESCE({table}.{c}, t.{c}), COALESCE(t.{c}, {table}.{c}))"
+        return f"{c} = COALESCE(t.{c}, {table}.{c})" if keep_existing_when_null else f"{c} = t.{c}"
+
+    assignments = ", ".join(assign(c) for c in columns)
+    result = execute(
+        session,
+        f"UPDATE {table} SET {assignments} FROM {temp} AS t WHERE {table}.id = t.id "
+        f"AND {table}.tenant_id = :tenant",
+    )
+    execute(session, f"DROP TABLE {temp}")
+    return int(result.rowcount or 0)
