@@ -120,7 +120,7 @@ def snapshot(
             "out": str(out),
             "snapshot_at": manifest.snapshot_at,
             "snapshot_id": manifest.snapshot_id,
-            "rows": manifest.total_rows,
+            "total_rows": manifest.total_rows,
         },
     )
 

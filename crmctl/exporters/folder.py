@@ -45,6 +45,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def can_write_in(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
 def check_target(target: Path, *, force: bool) -> None:
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target} exists and is not a folder.", hint="Choose another path with --out.")
@@ -56,7 +60,7 @@ def check_target(target: Path, *, force: bool) -> None:
     parent = target.parent
     if not parent.is_dir():
         raise UsageError(f"The folder {parent} does not exist.", hint="Create it first.")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not can_write_in(parent):
         raise UsageError(f"Cannot write in {parent}: permission denied.", hint="Choose another --out.")
 
 
