@@ -1,0 +1,128 @@
+"""Who a request is about: the contacts it names, their whole merge tree, and their identifiers.
+
+A person is every contact row that holds their data: the contact a request names (or the contacts
+whose email / phone matches it), every contact merged into those, and every contact they were merged
+into. Contacts that merely share an email or phone with the person are *not* pulled in (a shared
+mailbox must not erase a colleague); verification then finds the shared value and fails loudly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import polars as pl
+from sqlmodel import Session
+
+from crmctl.erasure.identifiers import email_key, phone_digit_forms, phone_key
+from crmctl.erasure.keys import keyed_hash
+from crmctl.erasure.sql import execute, frame, in_list, list_param
+
+MAX_MERGE_DEPTH = 50
+
+
+def contacts_matching(session: Session, *, email: str | None, phone: str | None) -> list[int]:
+    """Contacts whose normalised email / E.164 phone (on the contact or as an identifier) matches."""
+    found: set[int] = set()
+    for kind, value, column in (("email", email, "email_norm"), ("phone", phone, "phone_e164")):
+        if value is None:
+            continue
+        rows = execute(
+            session,
+            f"SELECT id FROM contact WHERE tenant_id = :tenant AND {column} = :value "
+            "UNION SELECT contact_id FROM contact_identifier "
+            "WHERE tenant_id = :tenant AND kind = :kind AND value = :value",
+            value=value,
+            kind=kind,
+        )
+        found.update(r[0] for r in rows)
+    return sorted(found)
+
+
+def merge_tree(session: Session, contact_ids: Iterable[int]) -> set[int]:
+    """``contact_ids`` plus every contact merged into them or that they were merged into."""
+    known = set(contact_ids)
+    frontier = set(known)
+    for _ in range(MAX_MERGE_DEPTH):
+        if not frontier:
+            break
+        ids = list_param(session, sorted(frontier))
+        by_id, by_parent = in_list(session, "id", "ids"), in_list(session, "merged_into_id", "ids")
+        rows = execute(
+            session,
+            f"SELECT merged_into_id FROM contact WHERE tenant_id = :tenant AND {by_id} "
+            "AND merged_into_id IS NOT NULL "
+            f"UNION SELECT id FROM contact WHERE tenant_id = :tenant AND {by_parent}",
+            ids=ids,
+        )
+        frontier = {r[0] for r in rows} - known
+        known |= frontier
+    return known
+
+
+def identifier_values(session: Session, contact_ids: list[int], default_region: str | None) -> pl.DataFrame:
+    """Every normalised email and phone the contacts hold (kind, value, contact_id), read from the
+    contact rows, their identifiers and their source records. In memory only, never stored."""
+    if not contact_ids:
+        return pl.DataFrame(schema={"contact_id": pl.Int64, "kind": pl.String, "value": pl.String})
+    ids = list_param(session, contact_ids)
+    schema = {"contact_id": pl.Int64, "kind": pl.String, "value": pl.String}
+    parts = [
+        frame(
+            session,
+            f"SELECT id AS contact_id, 'email' AS kind, email AS value FROM contact "
+            f"WHERE tenant_id = :tenant AND {in_list(session, 'id', 'ids')} AND email IS NOT NULL",
+            schema,
+            ids=ids,
+        ).with_columns(pl.col("value").map_elements(email_key, return_dtype=pl.String)),
+        frame(
+            session,
+            f"SELECT id AS contact_id, 'phone' AS kind, phone AS value FROM contact "
+            f"WHERE tenant_id = :tenant AND {in_list(session, 'id', 'ids')} AND phone IS NOT NULL",
+            schema,
+            ids=ids,
+        ).with_columns(
+            pl.col("value").map_elements(lambda v: phone_key(v, default_region), return_dtype=pl.String)
+        ),
+        frame(
+            session,
+            f"""
+            SELECT id AS contact_id, 'email' AS kind, email_norm AS value FROM contact
+            WHERE tenant_id = :tenant AND {in_list(session, "id", "ids")} AND email_norm IS NOT NULL
+            UNION ALL
+            SELECT id, 'phone', phone_e164 FROM contact
+            WHERE tenant_id = :tenant AND {in_list(session, "id", "ids")} AND phone_e164 IS NOT NULL
+            UNION ALL
+            SELECT contact_id, kind, value FROM contact_identifier
+            WHERE tenant_id = :tenant AND {in_list(session, "contact_id", "ids")}
+              AND kind IN ('email', 'phone')
+            UNION ALL
+            SELECT contact_id, 'email', email_norm FROM source_record
+            WHERE tenant_id = :tenant AND {in_list(session, "contact_id", "ids")} AND email_norm IS NOT NULL
+            UNION ALL
+            SELECT contact_id, 'phone', phone_e164 FROM source_record
+            WHERE tenant_id = :tenant AND {in_list(session, "contact_id", "ids")} AND phone_e164 IS NOT NULL
+            """,
+            schema,
+            ids=ids,
+        ),
+    ]
+    return pl.concat(parts).drop_nulls().unique()
+
+
+def identity_hashes(key: bytes, emails: Iterable[str], phones: Iterable[str]) -> dict[str, list[str]]:
+    """Keyed hashes a request keeps: emails, E.164 phones and the digit forms phones are written in."""
+    email_set = {e for e in emails if e}
+    phone_set = {p for p in phones if p}
+    return {
+        "email": sorted(keyed_hash(key, "email", e) for e in email_set),
+        "phone": sorted(keyed_hash(key, "phone", p) for p in phone_set),
+        "phone_digits": sorted(keyed_hash(key, "phone_digits", d) for d in phone_digit_forms(phone_set)),
+    }
+
+
+def merge_hashes(*parts: dict[str, list[str]] | None) -> dict[str, list[str]]:
+    out: dict[str, set[str]] = {}
+    for part in parts:
+        for kind, hashes in (part or {}).items():
+            out.setdefault(kind, set()).update(hashes)
+    return {kind: sorted(hashes) for kind, hashes in sorted(out.items())}

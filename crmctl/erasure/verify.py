@@ -1,0 +1,173 @@
+"""Verification: search every text column of every tenant table for a batch's identifiers.
+
+One pass per table for all requests of a run together. Each table is read once, narrowed in SQL to
+rows whose text could hold an email ('@') or a phone number (runs of digits); the email- and
+phone-shaped tokens of those rows are normalised, keyed-hashed and hash-joined against the batch's
+identity hashes. Raw values never leave this function; what it returns is counts per request and
+table.
+
+Not searched for phone-shaped digits (still searched for emails): machine columns that hold keys and
+hashes (``MACHINE_COLUMNS``). Names are not searched: a name does not identify one person, so
+verification is by email and phone; names are handled by the steps (pseudonymised, scrubbed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+from sqlalchemy import JSON, String, TypeDecorator
+from sqlmodel import Session
+
+from crmctl.db.engine import dialect_of
+from crmctl.db.models import TENANT_TABLES
+from crmctl.erasure.identifiers import email_key
+from crmctl.erasure.keys import hash_series
+from crmctl.erasure.sql import execute
+
+MACHINE_COLUMNS = frozenset(
+    {"idempotency_key", "content_hash", "value_hash", "file_sha256", "version", "model_version"}
+)
+SKIPPED_COLUMNS = frozenset({"tenant_id", "identity_hashes"})  # the tenant name; the hashes themselves
+EMAIL_PATTERN = r"[A-Za-z0-9._%+'\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
+PHONE_PATTERN = r"\+?\d(?:[ ().\-/]{0,2}\d){5,16}"
+FETCH_ROWS = 100_000
+SEPARATOR = "\x1f"
+
+
+@dataclass(frozen=True)
+class ScanTarget:
+    table: str
+    text_columns: tuple[str, ...]  # searched for emails and phones
+    key_columns: tuple[str, ...]  # searched for emails only
+
+
+def scan_targets() -> list[ScanTarget]:
+    """Every string and JSON column of every tenant table (from the schema, so new columns count)."""
+    targets = []
+    for model in TENANT_TABLES:
+        table = model.__table__  # type: ignore[attr-defined]
+        text_cols, key_cols = [], []
+        for column in table.columns:
+            if column.name in SKIPPED_COLUMNS or not _is_text(column.type):
+                continue
+            (key_cols if column.name in MACHINE_COLUMNS else text_cols).append(column.name)
+        if text_cols or key_cols:
+            targets.append(ScanTarget(table.name, tuple(text_cols), tuple(key_cols)))
+    return targets
+
+
+def _is_text(column_type: Any) -> bool:
+    if isinstance(column_type, TypeDecorator):  # sqlmodel's AutoString wraps String
+        column_type = column_type.impl_instance
+    return isinstance(column_type, String | JSON)
+
+
+def _sql(session: Session, target: ScanTarget) -> str:
+    pg = dialect_of(session) == "postgresql"
+
+    def expr(column: str) -> str:
+        return f'"{column}"::text' if pg else f'"{column}"'
+
+    def joined(columns: tuple[str, ...]) -> str:
+        if not columns:
+            return "NULL"
+        if pg:
+            return f"concat_ws(chr(31), {', '.join(expr(c) for c in columns)})"
+        return " || char(31) || ".join(f"coalesce({expr(c)}, '')" for c in columns)
+
+    def has_digits(e: str) -> str:
+        if pg:
+            return f"{e} ~ '[0-9]{{2}}.?[0-9]{{2}}'"
+        return f"({e} GLOB '*[0-9][0-9][0-9][0-9]*' OR {e} GLOB '*[0-9][0-9]?[0-9][0-9]*')"
+
+    predicates = [f"{expr(c)} LIKE '%@%'" for c in target.text_columns + target.key_columns]
+    predicates += [has_digits(expr(c)) for c in target.text_columns]
+    keys_with_at = joined(target.key_columns)
+    return (
+        f"SELECT {joined(target.text_columns)} AS text_value, "
+        f"CASE WHEN {keys_with_at} LIKE '%@%' THEN {keys_with_at} END AS key_value "
+        f'FROM "{target.table}" WHERE tenant_id = :tenant AND ({" OR ".join(predicates)})'
+    )
+
+
+def _chunks(session: Session, target: ScanTarget) -> Iterator[pl.DataFrame]:
+    result = execute(session, _sql(session, target))
+    while rows := result.fetchmany(FETCH_ROWS):
+        yield pl.DataFrame(
+            rows, schema={"text_value": pl.String, "key_value": pl.String}, orient="row"
+        ).with_row_index("row")
+
+
+def _hits(chunk: pl.DataFrame, key: bytes, lookup: pl.DataFrame) -> pl.DataFrame:
+    """(row, request_id) for every row of the chunk holding a looked-up identifier."""
+    emails = (
+        chunk.select(
+            "row",
+            pl.concat_str("text_value", "key_value", separator=SEPARATOR, ignore_nulls=True)
+            .str.extract_all(EMAIL_PATTERN)
+            .alias("token"),
+        )
+        .explode("token")
+        .drop_nulls("token")
+    )
+    distinct = emails.select(pl.col("token").unique())
+    distinct = distinct.with_columns(
+        pl.col("token").map_elements(email_key, return_dtype=pl.String, skip_nulls=True).alias("norm")
+    )
+    distinct = distinct.with_columns(hash_series(key, "email", distinct["norm"]).alias("hash"))
+    email_hits = emails.join(distinct, on="token").join(lookup.filter(pl.col("kind") == "email"), on="hash")
+    phones = (
+        chunk.select("row", pl.col("text_value").str.extract_all(PHONE_PATTERN).alias("token"))
+        .explode("token")
+        .drop_nulls("token")
+        .with_columns(pl.col("token").str.replace_all(r"[^0-9]", "").str.strip_prefix("00").alias("digits"))
+        .filter(pl.col("digits").str.len_chars().is_between(6, 15))
+    )
+    if phones.height:
+        distinct_digits = phones.select(pl.col("digits").unique())
+        distinct_digits = distinct_digits.with_columns(
+            hash_series(key, "phone_digits", distinct_digits["digits"]).alias("hash")
+        )
+        phone_hits = phones.join(distinct_digits, on="digits").join(
+            lookup.filter(pl.col("kind") == "phone_digits"), on="hash"
+        )
+    else:
+        phone_hits = email_hits.clear()
+    return pl.concat(
+        [email_hits.select("row", "request_id"), phone_hits.select("row", "request_id")]
+    ).unique()
+
+
+def find_identifiers(session: Session, key: bytes, lookup: pl.DataFrame) -> pl.DataFrame:
+    """Rows still holding a batch's identifiers: (request_id, table, rows).
+
+    ``lookup``: (kind, hash, request_id) with kinds ``email`` and ``phone_digits``."""
+    found: list[pl.DataFrame] = []
+    lookup = lookup.select("kind", "hash", pl.col("request_id").cast(pl.Int64))
+    if lookup.height == 0:
+        return _empty()
+    for target in scan_targets():
+        for chunk in _chunks(session, target):
+            hits = _hits(chunk, key, lookup)
+            if hits.height:
+                found.append(
+                    hits.group_by("request_id")
+                    .agg(pl.len().alias("rows"))
+                    .with_columns(pl.lit(target.table).alias("table"))
+                )
+    if not found:
+        return _empty()
+    return (
+        pl.concat(found)
+        .group_by("request_id", "table")
+        .agg(pl.col("rows").sum().cast(pl.Int64))
+        .select("request_id", "table", "rows")
+        .sort("request_id", "table")
+    )
+
+
+def _empty() -> pl.DataFrame:
+    return pl.DataFrame(schema={"request_id": pl.Int64, "table": pl.String, "rows": pl.Int64})
