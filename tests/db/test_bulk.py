@@ -1,0 +1,74 @@
+import datetime as dt
+import json
+
+import polars as pl
+from sqlmodel import select
+
+from crmctl.db.bulk import allocate_ids, insert_frame, read_frame
+from crmctl.db.engine import Database
+from crmctl.db.models import Account, Contact
+
+
+def test_insert_frame_round_trips_values_under_rls(db: Database) -> None:
+    when = dt.datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=dt.UTC)
+    with db.session(write=True) as session:
+        ids = allocate_ids(session, "account", 3)
+        assert len(set(ids)) == 3
+        accounts = pl.DataFrame(
+            {
+                "id": ids,
+                "tenant_id": ["default"] * 3,
+                "name": ["Acme, Inc.", "", 'Quote "Co"'],
+                "domain": ["acme.com", None, None],
+                "employees": [10, None, 3],
+                "created_at": [when] * 3,
+                "updated_at": [when.replace(tzinfo=None)] * 3,  # naive = UTC
+            }
+        )
+        assert insert_frame(session, "account", accounts) == 3
+        contacts = pl.DataFrame(
+            {
+                "tenant_id": ["default"],
+                "account_id": [ids[0]],
+                "email": ["a@acme.com"],
+                "lifecycle_stage": ["lead"],
+                "field_provenance": [json.dumps({"email": {"source": "web"}})],
+                "created_at": [when],
+                "updated_at": [when],
+            }
+        )
+        insert_frame(session, "contact", contacts)
+    with db.session() as session:
+        got = session.exec(select(Account).order_by(Account.id)).all()
+        assert [a.name for a in got] == ["Acme, Inc.", "", 'Quote "Co"']  # "" stays "", not NULL
+        assert [a.domain for a in got] == ["acme.com", None, None]
+        assert [a.employees for a in got] == [10, None, 3]
+        assert all(a.created_at == when and a.updated_at == when for a in got)
+        contact = session.exec(select(Contact)).one()
+        assert contact.field_provenance == {"email": {"source": "web"}}
+        frame = read_frame(
+            session, "SELECT count(*) AS n FROM account WHERE tenant_id = :t", {"t": "default"}
+        )
+        assert frame["n"].to_list() == [3]
+        # ids keep coming after explicit ones
+        more = allocate_ids(session, "account", 2)
+        assert min(more) > max(ids)
+
+
+def test_insert_frame_cannot_write_another_tenant_on_postgresql(db: Database, backend: str) -> None:
+    if backend != "postgresql":
+        return
+    import pytest
+    from psycopg import errors
+    from sqlalchemy.exc import DBAPIError
+
+    frame = pl.DataFrame(
+        {
+            "tenant_id": ["intruder"],
+            "name": ["x"],
+            "created_at": [dt.datetime.now(dt.UTC)],
+            "updated_at": [dt.datetime.now(dt.UTC)],
+        }
+    )
+    with pytest.raises((DBAPIError, errors.InsufficientPrivilege)), db.session(write=True) as session:
+        insert_frame(session, "account", frame)
