@@ -722,7 +722,7 @@ def _merge_decisions(
         "score",
         pl.col("winner").alias("winner_contact_id"),
         _json_list("sr_ids").alias("source_record_ids"),
-        _json_list("levels").alias("levels"),
+        pl.struct(pl.col("levels").alias("edges")).struct.json_encode().alias("levels"),
         _json_list("candidate").alias("candidates"),
         pl.lit(options.actor).alias("actor"),
         pl.lit(now).alias("created_at"),

@@ -1,0 +1,171 @@
+"""crmctl import leads end to end, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import polars as pl
+
+from crmctl.demo.leads import write_lead_files
+
+WEB = """Submission ID,Email,First Name,utm_campaign
+W1,Jo.Smith+news@GoogleMail.com,Jo,spring
+W2, josmith@gmail.com ,,spring
+W3,ann.lee@acme.com,Ann,ebook
+W4,not-an-email,Zed,ebook
+"""
+DIALLER = """call_id,Full Name,Phone,E-mail
+D1,"Smith, Jo",(415) 555-0132,jo.smith@gmail.com
+D2,Sam Smith,415.555.0132,
+D3,Ann Lee,+1 212 555 0199 x12,ANN.LEE@ACME.COM
+"""
+
+
+def _links(cli) -> dict[tuple[str, str], int]:
+    out = cli("sources", "list", "--format", "csv").stdout
+    return {
+        (r["source"], r["source_record_id"]): int(r["contact_id"]) for r in csv.DictReader(io.StringIO(out))
+    }
+
+
+def _write(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / name
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def test_import_resolves_people_and_is_idempotent(cli, tmp_path: Path) -> None:
+    web = _write(tmp_path, "web.csv", WEB)
+    dialler = _write(tmp_path, "dialler.csv", DIALLER)
+    rejects = tmp_path / "rejects.csv"
+    first = cli(
+        "import",
+        "leads",
+        str(web),
+        "--source",
+        "web_form",
+        "--id-column",
+        "Submission ID",
+        "--rejects",
+        str(rejects),
+        "--format",
+        "json",
+    )
+    summary = json.loads(first.stdout)
+    assert (summary["rows_read"], summary["new_contacts"], summary["merged_within_file"]) == (4, 2, 1)
+    assert summary["rejected"] == 1 and summary["rules"] == {"email": 1}
+    assert "row,column,reason" in rejects.read_text() and "Email,invalid email" in rejects.read_text()
+    assert "not-an-email" not in first.stderr  # no personal data in messages
+    cli(
+        "import",
+        "leads",
+        str(dialler),
+        "--source",
+        "dialler",
+        "--id-column",
+        "call_id",
+        "--default-region",
+        "US",
+    )
+    links = _links(cli)
+    # gmail dots/+tags/googlemail and a swapped name: one person across both files
+    assert links[("web_form", "W1")] == links[("web_form", "W2")] == links[("dialler", "D1")]
+    # same household phone, different first name: never merged on the phone alone
+    assert links[("dialler", "D2")] != links[("dialler", "D1")]
+    assert links[("web_form", "W3")] == links[("dialler", "D3")]
+    # the same file again changes nothing
+    again = json.loads(
+        cli(
+            "import",
+            "leads",
+            str(dialler),
+            "--source",
+            "dialler",
+            "--id-column",
+            "call_id",
+            "--default-region",
+            "US",
+            "--format",
+            "json",
+        ).stdout
+    )
+    assert again["already_imported"] == 3 and again["new_contacts"] == 0
+    assert _links(cli) == links
+    merges = json.loads(cli("merges", "list", "--format", "json").stdout)
+    decision = json.loads(cli("merges", "show", str(merges[0]["id"]), "--format", "json").stdout)
+    assert decision["rule"] in {"email", "phone"} and len(decision["candidates"]) >= 2
+    runs = json.loads(cli("imports", "list", "--format", "json").stdout)
+    assert [r["status"] for r in runs] == ["completed"] * 3
+    results = tmp_path / "results.csv"
+    cli("imports", "show", str(runs[-1]["id"]), "--results", str(results))
+    assert pl.read_csv(results)["action"].to_list() == ["created", "merged", "created"]
+
+
+def test_dry_run_writes_nothing(cli, tmp_path: Path) -> None:
+    web = _write(tmp_path, "web.csv", WEB)
+    out = json.loads(
+        cli("import", "leads", str(web), "--source", "web_form", "--dry-run", "--format", "json").stdout
+    )
+    assert out["dry_run"] is True and out["rows_read"] == 4
+    assert cli("sources", "list", "--format", "csv").stdout.strip() == "source,source_record_id,contact_id"
+    assert json.loads(cli("imports", "list", "--format", "json").stdout) == []
+
+
+def test_bad_input_is_one_sentence(cli, tmp_path: Path) -> None:
+    empty = _write(tmp_path, "empty.csv", "")
+    result = cli("import", "leads", str(empty), "--source", "x", expect=2)
+    assert "is empty" in result.stderr and "Traceback" not in result.stderr
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(bytes(range(256)) * 10)
+    assert "binary" in cli("import", "leads", str(garbage), "--source", "x", expect=2).stderr
+    no_keys = _write(tmp_path, "names.csv", "First Name,Last Name\nAnn,Lee\n")
+    assert (
+        "no email, phone or helpdesk id column"
+        in cli("import", "leads", str(no_keys), "--source", "x", expect=2).stderr
+    )
+    web = _write(tmp_path, "web.csv", WEB)
+    missing = cli("import", "leads", str(web), "--source", "x", "--id-column", "nope", expect=2)
+    assert "has no column 'nope'" in missing.stderr
+    header_only = _write(tmp_path, "header.csv", "Email,Phone\n")
+    assert (
+        json.loads(cli("import", "leads", str(header_only), "--source", "x", "--format", "json").stdout)[
+            "rows_read"
+        ]
+        == 0
+    )
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("Email,First Name\nrene@acme.fr,Ren\xe9e\n".encode("latin-1"))
+    assert "--encoding latin-1" in cli("import", "leads", str(latin1), "--source", "x", expect=2).stderr
+    cli("import", "leads", str(latin1), "--source", "x", "--encoding", "latin-1")
+    bad = _write(tmp_path, "bad.csv", "Email\nnope\nalso nope\nok@acme.com\n")
+    result = cli("import", "leads", str(bad), "--source", "y", "--max-reject-rate", "0.5", expect=3)
+    assert "2 of 3 rows were rejected" in result.stderr
+
+
+def test_generated_sources_resolve_accurately(cli, tmp_path: Path) -> None:
+    files = write_lead_files(tmp_path / "leads", people=150, seed=3)
+    for lead_file in files:
+        args = [
+            "import",
+            "leads",
+            str(lead_file.path),
+            "--source",
+            lead_file.source,
+            "--default-region",
+            "US",
+        ]
+        cli(*args, *(["--id-column", lead_file.id_column] if lead_file.id_column else []))
+    links = pl.read_csv(io.StringIO(cli("sources", "list", "--format", "csv").stdout), infer_schema=False)
+    truth = pl.read_csv(tmp_path / "leads" / "truth.csv", infer_schema=False)
+    joined = links.join(truth, on=["source", "source_record_id"])
+    assert joined.height > 0.98 * truth.height  # only rejected rows are missing
+
+    def pairs(*cols: str) -> int:
+        return joined.group_by(cols).len().select((pl.col("len") * (pl.col("len") - 1) // 2).sum()).item()
+
+    true_pos = pairs("person_id", "contact_id")
+    assert true_pos / pairs("contact_id") >= 0.99
+    assert true_pos / pairs("person_id") >= 0.6
