@@ -8,6 +8,7 @@ writing rather than by reading the file back.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -67,12 +68,15 @@ class HashingFile(io.RawIOBase):
         self._file: BinaryIO = open(path, "xb")  # noqa: SIM115 - closed in close()
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self._abandoned = False
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(data)
+        if self._abandoned:
+            return view.nbytes
         self._file.write(view)
         self.sha256.update(view)
         self.size += view.nbytes
@@ -92,6 +96,7 @@ class HashingFile(io.RawIOBase):
 
     def abandon(self) -> None:
         """Close without syncing (after an error; the whole staging folder is removed)."""
+        self._abandoned = True
         if not self.closed:
             self._file.close()
         super().close()
@@ -200,3 +205,7 @@ class TableSink:
 
     def abandon(self) -> None:
         self._raw.abandon()
+        if self._parquet is not None:
+            # close now so that its finaliser does not write to the closed file later
+            with contextlib.suppress(OSError, ValueError, pa.ArrowException):
+                self._parquet.close()

@@ -320,24 +320,44 @@ def _parallel(
 # --------------------------------------------------------------------------------------------
 
 
+def _sqlite_timestamp(col: pl.Expr) -> pl.Expr:
+    """Text timestamps as aware UTC. SQLAlchemy stores naive UTC ('YYYY-MM-DD HH:MM:SS.ffffff'),
+    but raw SQL with an aware datetime stores an offset ('+00:00') and others may use 'T' / 'Z'."""
+    text = col.str.replace("T", " ", literal=True).str.replace("Z$", "+00:00")
+    naive = text.str.to_datetime(SQLITE_DATETIME_FORMAT, time_unit="us", time_zone="UTC", strict=False)
+    offset = text.str.to_datetime(
+        SQLITE_DATETIME_FORMAT + "%:z", time_unit="us", time_zone="UTC", strict=False
+    )
+    return naive.fill_null(offset)
+
+
 def _sqlite_frame(rows: list[tuple[Any, ...]], spec: TableSpec) -> pl.DataFrame:
-    raw_types = {
-        Kind.integer: pl.Int64,
-        Kind.float: pl.Float64,
-        Kind.boolean: pl.Int64,
-    }
+    raw_types = {Kind.integer: pl.Int64, Kind.float: pl.Float64, Kind.boolean: pl.Int64}
     schema = {c.name: raw_types.get(c.kind, pl.String) for c in spec.columns}
     frame = pl.DataFrame(rows, schema=schema, orient="row")
-    exprs = []
+    parsed: dict[str, pl.Expr] = {}
     for c in spec.columns:
-        col = pl.col(c.name)
         if c.kind is Kind.boolean:
-            exprs.append(col.cast(pl.Boolean))
+            parsed[c.name] = pl.col(c.name).cast(pl.Boolean)
         elif c.kind is Kind.datetime:
-            exprs.append(col.str.to_datetime(SQLITE_DATETIME_FORMAT, time_unit="us", time_zone="UTC"))
+            parsed[c.name] = _sqlite_timestamp(pl.col(c.name))
         elif c.kind is Kind.date:
-            exprs.append(col.str.to_date("%Y-%m-%d"))
-    return frame.with_columns(exprs) if exprs else frame
+            parsed[c.name] = pl.col(c.name).str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+    if not parsed:
+        return frame
+    converted = frame.with_columns(expr.alias(name) for name, expr in parsed.items())
+    # a stored value that is not a timestamp / date must fail the export, never become NULL
+    lost = frame.select(pl.col(n).is_not_null().sum() for n in parsed).row(0)
+    kept = converted.select(pl.col(n).is_not_null().sum() for n in parsed).row(0)
+    kinds = {c.name: c.kind for c in spec.columns}
+    for name, before, after in zip(parsed, lost, kept, strict=True):
+        if before != after:
+            what = "dates" if kinds[name] is Kind.date else "timestamps"
+            raise DatabaseError(
+                f"Table {spec.name}, column {name}: {before - after} stored value(s) are not valid "
+                f"{what}; nothing was exported."
+            )
+    return converted
 
 
 def _sqlite_export_table(cursor: Any, spec: TableSpec, sink: TableSink, tenant: str) -> None:
