@@ -1,0 +1,365 @@
+"""Raw signal values per account: one grouped query per source, finished in polars.
+
+Every source is aggregated in the database with ``GROUP BY account_id`` over the signals' windows
+(conditional aggregates, one pass over each table); only one row per account comes back. "As of"
+a date means as the data stood at the end of that day (UTC): events at or after the next midnight
+are ignored, tickets are open if they had not closed by then, contracts are active if they had
+started and not yet ended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import polars as pl
+from sqlmodel import Session
+
+from crmctl.db.bulk import SQLITE_DATETIME_FORMAT, read_frame
+from crmctl.db.engine import dialect_of, tenant_of
+from crmctl.health.model import HealthModel, SignalSpec
+
+RAW_DECIMALS = 6  # raw values are rounded so float sums in a different order give the same digits
+
+
+@dataclass(frozen=True)
+class Window:
+    """The as-of instant (end of the as-of day, UTC) and how to pass times to this dialect."""
+
+    as_of: date
+    end: datetime
+    sqlite: bool
+
+    @classmethod
+    def of(cls, as_of: date, session: Session) -> Window:
+        end = datetime.combine(as_of + timedelta(days=1), time.min, tzinfo=UTC)
+        return cls(as_of=as_of, end=end, sqlite=dialect_of(session) == "sqlite")
+
+    def ts(self, moment: datetime) -> Any:
+        # SQLite stores timestamps as text in one fixed format: compare like with like
+        return moment.strftime(SQLITE_DATETIME_FORMAT) if self.sqlite else moment
+
+    def day(self, value: date) -> Any:
+        return value.isoformat() if self.sqlite else value
+
+    def start(self, days: int) -> datetime:
+        return self.end - timedelta(days=days)
+
+
+class _Query:
+    """Builds one grouped SELECT of conditional aggregates with bound parameters."""
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        self.params: dict[str, Any] = {}
+        self.columns: list[str] = []
+
+    def bind(self, value: Any) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return f":{name}"
+
+    def in_list(self, column: str, values: tuple[str, ...] | list[str]) -> str:
+        return f"{column} IN ({', '.join(self.bind(v) for v in values)})"
+
+    def since(self, column: str, days: int, *, until_days: int | None = None) -> str:
+        parts = ["1=1"]
+        if days > 0:
+            parts = [f"{column} >= {self.bind(self.window.ts(self.window.start(days)))}"]
+        if until_days is not None:
+            parts.append(f"{column} < {self.bind(self.window.ts(self.window.start(until_days)))}")
+        return " AND ".join(parts)
+
+    def add(self, alias: str, expression: str) -> None:
+        self.columns.append(f'{expression} AS "{alias}"')
+
+
+def _distinct_list(expression: str, sqlite: bool) -> str:
+    if sqlite:
+        return f"group_concat(DISTINCT {expression})"
+    return f"string_agg(DISTINCT {expression}, ',')"
+
+
+def _to_datetime(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    """Timestamps come back as text from SQLite and as aware datetimes from PostgreSQL."""
+    dtype = frame.schema[column]
+    if dtype == pl.String:
+        parsed = pl.col(column).str.to_datetime(time_unit="us", strict=False).dt.replace_time_zone("UTC")
+    elif dtype == pl.Null:
+        parsed = pl.col(column).cast(pl.Datetime("us", "UTC"))
+    else:
+        parsed = pl.col(column).cast(pl.Datetime("us")).dt.replace_time_zone(None).dt.replace_time_zone("UTC")
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
+            parsed = pl.col(column).dt.convert_time_zone("UTC").cast(pl.Datetime("us", "UTC"))
+    return frame.with_columns(parsed.alias(column))
+
+
+def _to_date(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    if frame.schema[column] == pl.String:
+        return frame.with_columns(pl.col(column).str.to_date("%Y-%m-%d", strict=False))
+    return frame.with_columns(pl.col(column).cast(pl.Date))
+
+
+def _grouped(session: Session, table: str, time_column: str, query: _Query, where: str) -> pl.DataFrame:
+    if not query.columns:
+        return pl.DataFrame({"account_id": []}, schema={"account_id": pl.Int64})
+    tenant = query.bind(tenant_of(session))
+    end = query.bind(query.window.ts(query.window.end))
+    sql = (
+        f"SELECT account_id, {', '.join(query.columns)} FROM {table} "
+        f"WHERE tenant_id = {tenant} AND {time_column} < {end} AND account_id IS NOT NULL AND ({where}) "
+        "GROUP BY account_id"
+    )
+    frame = read_frame(session, sql, query.params)
+    if frame.width == 0 or "account_id" not in frame.columns:
+        return pl.DataFrame({"account_id": []}, schema={"account_id": pl.Int64})
+    return frame.with_columns(pl.col("account_id").cast(pl.Int64))
+
+
+# -- product usage ------------------------------------------------------------------------------
+
+
+def _product_usage(session: Session, signals: list[SignalSpec], window: Window) -> pl.DataFrame:
+    query = _Query(window)
+    events: set[str] = set()
+    for s in signals:
+        events.update(s.filter)
+        condition = f"{query.in_list('event', s.filter)} AND {query.since('occurred_at', s.window_days)}"
+        if s.aggregation == "count":
+            query.add(s.name, f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)")
+        elif s.aggregation == "sum":
+            query.add(s.name, f"SUM(CASE WHEN {condition} THEN quantity ELSE 0 END)")
+        elif s.aggregation == "distinct_features":
+            query.add(s.name, f"COUNT(DISTINCT CASE WHEN {condition} THEN feature END)")
+        elif s.aggregation == "entitled_feature_share":
+            query.add(
+                f"{s.name}__used", _distinct_list(f"CASE WHEN {condition} THEN feature END", window.sqlite)
+            )
+        elif s.aggregation == "trend":
+            previous = (
+                f"{query.in_list('event', s.filter)} AND "
+                f"{query.since('occurred_at', 2 * s.window_days, until_days=s.window_days)}"
+            )
+            query.add(f"{s.name}__now", f"SUM(CASE WHEN {condition} THEN quantity ELSE 0 END)")
+            query.add(f"{s.name}__before", f"SUM(CASE WHEN {previous} THEN quantity ELSE 0 END)")
+    where = query.in_list("event", sorted(events)) if events else "1=1"
+    if all(s.window_days > 0 for s in signals):  # otherwise some signal needs all history
+        widest = max(s.window_days * (2 if s.aggregation == "trend" else 1) for s in signals)
+        where += f" AND {query.since('occurred_at', widest)}"
+    return _grouped(session, "product_usage", "occurred_at", query, where)
+
+
+# -- interactions -------------------------------------------------------------------------------
+
+
+def _interactions(session: Session, signals: list[SignalSpec], window: Window) -> pl.DataFrame:
+    query = _Query(window)
+    kinds: set[str] = set()
+    latest: list[SignalSpec] = []
+    for s in signals:
+        condition = f"{query.in_list('kind', s.filter)} AND {query.since('occurred_at', s.window_days)}"
+        if s.aggregation == "latest_score":
+            latest.append(s)
+            continue
+        kinds.update(s.filter)
+        if s.aggregation == "count":
+            query.add(s.name, f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)")
+        elif s.aggregation == "days_since_last":
+            query.add(f"{s.name}__last", f"MAX(CASE WHEN {condition} THEN occurred_at END)")
+        elif s.aggregation == "mean_score":
+            query.add(s.name, f"AVG(CASE WHEN {condition} THEN score END)")
+    frame = _grouped(
+        session, "interaction", "occurred_at", query, query.in_list("kind", sorted(kinds or {""}))
+    )
+    for s in signals:
+        if s.aggregation == "days_since_last" and f"{s.name}__last" in frame.columns:
+            frame = _to_datetime(frame, f"{s.name}__last")
+            frame = frame.with_columns(
+                ((pl.lit(window.end) - pl.col(f"{s.name}__last")).dt.total_microseconds() / 86_400e6).alias(
+                    s.name
+                )
+            ).drop(f"{s.name}__last")
+    for s in latest:
+        frame = _join(frame, _latest_score(session, s, window))
+    return frame
+
+
+def _latest_score(session: Session, signal: SignalSpec, window: Window) -> pl.DataFrame:
+    """The score of the latest scored interaction of these kinds in the window (ties: the highest)."""
+    query = _Query(window)
+    sql = (
+        "SELECT account_id, occurred_at, score FROM interaction "
+        f"WHERE tenant_id = {query.bind(tenant_of(session))} AND {query.in_list('kind', signal.filter)} "
+        f"AND occurred_at < {query.bind(window.ts(window.end))} "
+        f"AND {query.since('occurred_at', signal.window_days)} "
+        "AND score IS NOT NULL AND account_id IS NOT NULL"
+    )
+    rows = read_frame(session, sql, query.params)
+    if rows.height == 0:
+        return pl.DataFrame(
+            {"account_id": [], signal.name: []}, schema={"account_id": pl.Int64, signal.name: pl.Float64}
+        )
+    rows = _to_datetime(rows, "occurred_at")
+    return (
+        rows.with_columns(pl.col("account_id").cast(pl.Int64), pl.col("score").cast(pl.Float64))
+        .sort(["account_id", "occurred_at", "score"])
+        .group_by("account_id", maintain_order=True)
+        .agg(pl.col("score").last().alias(signal.name))
+    )
+
+
+# -- support tickets ----------------------------------------------------------------------------
+
+
+def _tickets(session: Session, signals: list[SignalSpec], window: Window) -> pl.DataFrame:
+    query = _Query(window)
+    end = window.ts(window.end)
+    for s in signals:
+        in_window = query.since("opened_at", s.window_days)
+        if s.aggregation == "open_weighted":
+            weights = " ".join(
+                f"WHEN {query.bind(priority)} THEN {query.bind(weight)}"
+                for priority, weight in sorted(s.priority_weights.items())
+            )
+            is_open = (
+                f"((closed_at IS NOT NULL AND closed_at >= {query.bind(end)}) OR "
+                f"(closed_at IS NULL AND status NOT IN ('solved', 'closed')))"
+            )
+            priority_weight = f"CAST(CASE priority {weights} ELSE 1.0 END AS FLOAT)"
+            query.add(s.name, f"SUM(CASE WHEN {is_open} AND {in_window} THEN {priority_weight} ELSE 0 END)")
+        elif s.aggregation == "mean_sentiment":
+            query.add(s.name, f"AVG(CASE WHEN {in_window} THEN sentiment END)")
+        elif s.aggregation == "escalations":
+            query.add(s.name, f"SUM(CASE WHEN {in_window} AND is_escalated THEN 1 ELSE 0 END)")
+        elif s.aggregation == "opened":
+            query.add(s.name, f"SUM(CASE WHEN {in_window} THEN 1 ELSE 0 END)")
+        elif s.aggregation == "mean_csat":
+            query.add(s.name, f"AVG(CASE WHEN {in_window} THEN csat END)")
+    return _grouped(session, "support_ticket", "opened_at", query, "1=1")
+
+
+# -- contracts ----------------------------------------------------------------------------------
+
+
+def contracts(session: Session, window: Window) -> pl.DataFrame:
+    """Per account as of the date: latest contract type, active ARR, entitled features, renewal."""
+    query = _Query(window)
+    sql = (
+        "SELECT account_id, id, start_date, end_date, arr_cents, contract_type, status, "
+        "CAST(entitlements AS TEXT) AS entitlements FROM contract "
+        f"WHERE tenant_id = {query.bind(tenant_of(session))} "
+        f"AND start_date <= {query.bind(window.day(window.as_of))}"
+    )
+    rows = read_frame(session, sql, query.params)
+    schema = {
+        "account_id": pl.Int64,
+        "contract_type": pl.String,
+        "arr_cents": pl.Int64,
+        "entitled": pl.List(pl.String),
+        "days_to_renewal": pl.Float64,
+    }
+    if rows.height == 0:
+        return pl.DataFrame(schema=schema)
+    rows = _to_date(_to_date(rows, "start_date"), "end_date").with_columns(
+        pl.col("account_id").cast(pl.Int64),
+        pl.col("arr_cents").cast(pl.Int64),
+        pl.col("entitlements")
+        .cast(pl.String)
+        .str.json_decode(pl.Struct({"features": pl.List(pl.String)}))
+        .struct.field("features")
+        .alias("features"),
+    )
+    active = (pl.col("end_date") >= pl.lit(window.as_of)) & (
+        pl.col("status").fill_null("active") != "cancelled"
+    )
+    return (
+        rows.sort(["account_id", "start_date", "id"])
+        .group_by("account_id", maintain_order=True)
+        .agg(
+            pl.col("contract_type").last(),
+            pl.col("arr_cents").filter(active).sum(),
+            pl.col("features").filter(active).explode().drop_nulls().unique().sort().alias("entitled"),
+            (pl.col("end_date").filter(active).min() - pl.lit(window.as_of))
+            .dt.total_days()
+            .cast(pl.Float64)
+            .alias("days_to_renewal"),
+        )
+        .select(list(schema))
+    )
+
+
+# -- manual signals -----------------------------------------------------------------------------
+
+
+def _manual(session: Session, signals: list[SignalSpec], window: Window) -> pl.DataFrame:
+    query = _Query(window)
+    end = query.bind(window.ts(window.end))
+    sql = (
+        "SELECT account_id, id, value, created_at FROM manual_signal "
+        f"WHERE tenant_id = {query.bind(tenant_of(session))} AND created_at < {end} "
+        f"AND (expires_at IS NULL OR expires_at >= {end})"
+    )
+    rows = read_frame(session, sql, query.params)
+    if rows.height == 0:
+        return pl.DataFrame(schema={"account_id": pl.Int64, **{s.name: pl.Float64 for s in signals}})
+    latest = (
+        _to_datetime(rows, "created_at")
+        .with_columns(pl.col("account_id").cast(pl.Int64), pl.col("value").cast(pl.Float64))
+        .sort(["account_id", "created_at", "id"])
+        .group_by("account_id", maintain_order=True)
+        .agg(pl.col("value").last())
+    )
+    return latest.with_columns(pl.col("value").alias(s.name) for s in signals).drop("value")
+
+
+# -- all together ---------------------------------------------------------------------------------
+
+
+def _join(left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFrame:
+    if right.width <= 1:
+        return left
+    return left.join(right, on="account_id", how="full", coalesce=True)
+
+
+def raw_signals(session: Session, model: HealthModel, accounts: pl.DataFrame, window: Window) -> pl.DataFrame:
+    """One row per account (``accounts`` must carry account_id and the contract columns), one
+    Float64 column per signal of the model; null where the account has no data for it."""
+    by_source: dict[str, list[SignalSpec]] = {}
+    for s in model.signals:
+        by_source.setdefault(s.source, []).append(s)
+    frame = accounts
+    fetchers = {
+        "product_usage": _product_usage,
+        "interaction": _interactions,
+        "support_ticket": _tickets,
+        "manual": _manual,
+    }
+    for source, fetch in fetchers.items():
+        if source in by_source:
+            part = fetch(session, by_source[source], window)
+            frame = frame.join(part, on="account_id", how="left")
+    columns = []
+    for s in model.signals:
+        columns.append(_finish(s, frame).cast(pl.Float64).round(RAW_DECIMALS).alias(s.name))
+    return frame.select("account_id", *columns)
+
+
+def _finish(s: SignalSpec, frame: pl.DataFrame) -> pl.Expr:
+    """The raw value expression of one signal from the joined columns."""
+    if s.aggregation in {"count", "sum", "distinct_features", "open_weighted", "escalations", "opened"}:
+        # no rows in the window means zero activity, which is a value, not missing data
+        return pl.col(s.name).cast(pl.Float64).fill_null(0.0) if s.name in frame.columns else pl.lit(0.0)
+    if s.aggregation == "entitled_feature_share":
+        used = pl.col(f"{s.name}__used") if f"{s.name}__used" in frame.columns else pl.lit(None, pl.String)
+        entitled = pl.col("entitled").fill_null(pl.lit([], pl.List(pl.String)))
+        adopted = used.fill_null("").str.split(",").list.set_intersection(entitled).list.len()
+        return pl.when(entitled.list.len() > 0).then(adopted / entitled.list.len()).otherwise(None)
+    if s.aggregation == "trend":
+        now, before = pl.col(f"{s.name}__now").fill_null(0.0), pl.col(f"{s.name}__before").fill_null(0.0)
+        if f"{s.name}__now" not in frame.columns:
+            return pl.lit(None, pl.Float64)
+        return pl.when(before > 0).then((now - before) / before).otherwise(None)
+    if s.aggregation == "days_to_renewal":
+        return pl.col("days_to_renewal")
+    return pl.col(s.name) if s.name in frame.columns else pl.lit(None, pl.Float64)
