@@ -9,10 +9,11 @@ import typer
 
 from crmctl.commands.common import FormatOption, app_context, example
 from crmctl.errors import VerificationFailed
+from crmctl.exporters.contact import export_contact, write_bundle
 from crmctl.exporters.manifest import verify_export
 from crmctl.exporters.sinks import Compression, FileFormat, WrittenFile
 from crmctl.exporters.snapshot import SnapshotOptions, export_snapshot
-from crmctl.output import OutputFormat
+from crmctl.output import OutputFormat, dumps
 
 app = typer.Typer(
     help="Consistent-snapshot exports of a tenant, and one person's data.", no_args_is_help=True
@@ -154,3 +155,39 @@ def verify(
     if bad:
         raise VerificationFailed(f"{len(bad)} of {len(checks)} file(s) differ from the manifest.")
     app_ctx.message(f"All {len(checks)} files match the manifest.")
+
+
+@app.command(
+    epilog=example(
+        "crmctl export contact 4711 > contact-4711.json",
+        "crmctl export contact --email ada@example.com --out access-request-0042",
+    )
+)
+def contact(
+    ctx: typer.Context,
+    contact_id: Annotated[int | None, typer.Argument(help="The contact's id.", show_default=False)] = None,
+    email: Annotated[
+        str | None, typer.Option("--email", help="Find the contact by email (normalised match).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write a folder (one JSON file per section + manifest) instead."),
+    ] = None,
+    force: ForceOption = False,
+) -> None:
+    """One person's data for an access request: the contact, its source records, interactions,
+    tickets, deals, health signals, merges and more, as one JSON document on stdout."""
+    app_ctx = app_context(ctx)
+    db = app_ctx.database()
+    options = {"contact_id": contact_id, "email": email, "out": str(out) if out else None}
+    with app_ctx.job(db, "export contact", options) as record:
+        bundle = export_contact(db, contact_id=contact_id, email=email)
+        record.counts = {"contact_id": bundle.contact_id, **bundle.counts}
+        if out is not None:
+            manifest = write_bundle(db, bundle, out, force=force)
+    if out is None:
+        typer.echo(dumps(bundle.document()))
+        return
+    app_ctx.message(
+        f"Wrote contact {bundle.contact_id}: {len(manifest.files)} files, {manifest.total_rows:,} records."
+    )
