@@ -88,9 +88,10 @@ def _pg_column(name: str, kind: Kind, *, neutralise: bool) -> sql.Composable:
     if kind is Kind.boolean:  # 'true'/'false' rather than COPY's 't'/'f', as on SQLite
         return sql.SQL("{}::text AS {}").format(col, col)
     if kind is Kind.string and neutralise:
-        prefixes = sql.SQL(", ").join(sql.Literal(p) for p in FORMULA_PREFIXES)
-        return sql.SQL("CASE WHEN left({c}, 1) IN ({p}) THEN '''' || {c} ELSE {c} END AS {c}").format(
-            c=col, p=prefixes
+        # ascii() reads the first character's code without building a substring
+        codes = sql.SQL(", ").join(sql.Literal(ord(p)) for p in FORMULA_PREFIXES)
+        return sql.SQL("CASE WHEN ascii({c}) IN ({codes}) THEN '''' || {c} ELSE {c} END AS {c}").format(
+            c=col, codes=codes
         )
     return col
 
