@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from sqlmodel import SQLModel
 
 from crmctl.db import bulk, migrate
 from crmctl.db.engine import open_database
@@ -149,9 +150,17 @@ def generate(url: str, scale: str) -> dict[str, int]:
                 size["interactions"],
             ),
         ):
+            # secondary indexes on random keys make a bulk load crawl: drop them, load, rebuild
+            indexes = list(SQLModel.metadata.tables[table].indexes)
+            with db.engine.begin() as conn:
+                for index in indexes:
+                    index.drop(conn)
             for start in range(1, total + 1, CHUNK_ROWS):
                 with db.session(write=True) as session:
                     bulk.insert_frame(session, table, make(start, min(CHUNK_ROWS, total - start + 1)))
+            with db.engine.begin() as conn:
+                for index in indexes:
+                    index.create(conn)
     finally:
         db.dispose()
     return dict(size)
