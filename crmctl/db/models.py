@@ -368,7 +368,16 @@ class ProductUsage(TenantTable, table=True):
     __tablename__ = "product_usage"
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_product_usage_key"),
-        Index("ix_product_usage_tenant_account_at", "tenant_id", "account_id", "occurred_at"),
+        # covering: health scoring aggregates an account's window from the index alone
+        Index(
+            "ix_product_usage_tenant_account_at",
+            "tenant_id",
+            "account_id",
+            "occurred_at",
+            "event",
+            "quantity",
+            "feature",
+        ),
         Index("ix_product_usage_tenant_contact", "tenant_id", "contact_id"),
     )
 

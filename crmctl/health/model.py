@@ -82,7 +82,7 @@ BUILTIN_SIGNALS: dict[str, dict[str, Any]] = {
         "source": "product_usage",
         "events": ["integration_connected"],
         "aggregation": "distinct_features",
-        "window_days": 0,
+        "window_days": 60,
     },
     "usage_trend": {
         "source": "product_usage",

@@ -303,28 +303,39 @@ def score(db: Database, model: HealthModel, as_of: date, *, actor: str, dry_run:
     )
 
 
-def insert(session: Session, table: str, frame: pl.DataFrame) -> int:
-    """``bulk.insert_frame`` that also works under PostgreSQL row-level security.
+def _staged(session: Session, table: str, frame: pl.DataFrame) -> str:
+    """Copy ``frame`` into a temporary table shaped like ``table``; the caller drops it.
 
-    PostgreSQL refuses ``COPY FROM`` into a table with RLS, so there the frame is copied into a
-    temporary table (which has none) and moved across with one ``INSERT … SELECT``; the policy's
-    WITH CHECK still applies to that insert."""
+    PostgreSQL refuses ``COPY FROM`` into a table with row-level security, and a temporary
+    table has none, so bulk writes there go through one of these and one ``INSERT … SELECT``
+    (the policy's WITH CHECK still applies to that insert)."""
+    staging = f"staging_{table}"
+    columns = ", ".join(f'"{c}"' for c in frame.columns)
+    session.execute(text(f'CREATE TEMP TABLE "{staging}" AS SELECT {columns} FROM "{table}" WHERE 1 = 0'))
+    bulk.insert_frame(session, staging, frame)
+    return staging
+
+
+def insert(session: Session, table: str, frame: pl.DataFrame) -> int:
+    """``bulk.insert_frame`` that also works under PostgreSQL row-level security."""
     if frame.height == 0:
         return 0
     if session.get_bind().dialect.name != "postgresql":
         return bulk.insert_frame(session, table, frame)
-    staging = f"staging_{table}"
+    staging = _staged(session, table, frame)
     columns = ", ".join(f'"{c}"' for c in frame.columns)
-    session.execute(text(f'CREATE TEMP TABLE "{staging}" (LIKE "{table}" INCLUDING DEFAULTS) ON COMMIT DROP'))
-    bulk.insert_frame(session, staging, frame)
     session.execute(text(f'INSERT INTO "{table}" ({columns}) SELECT {columns} FROM "{staging}"'))
     session.execute(text(f'DROP TABLE "{staging}"'))
     return frame.height
 
 
 def _store(session: Session, model: HealthModel, as_of: date, scores: Scores) -> int:
+    """Write the snapshots and signals; a re-run of the same as-of and model replaces its rows.
+
+    Snapshots are upserted in place (keeping their ids) rather than deleted: deleting a parent
+    row makes SQLite look for child signal rows by a column no index leads with."""
     tenant = tenant_of(session)
-    params = {"tenant": tenant, "as_of": as_of, "version": model.version}
+    params: dict[str, Any] = {"tenant": tenant, "as_of": as_of, "version": model.version}
     exists = session.execute(
         text("SELECT 1 FROM health_model WHERE tenant_id = :tenant AND version = :version"), params
     ).first()
@@ -336,34 +347,55 @@ def _store(session: Session, model: HealthModel, as_of: date, scores: Scores) ->
             ),
             {**params, "name": model.name, "body": model.body, "created_at": utcnow()},
         )
-    # re-running the same as-of and model replaces its snapshots
     same = "tenant_id = :tenant AND as_of = :as_of AND model_version = :version"
-    old = f"SELECT id FROM health_snapshot WHERE {same}"
-    session.execute(
-        text(f"DELETE FROM health_signal WHERE tenant_id = :tenant AND snapshot_id IN ({old})"), params
+    replaced = (
+        session.execute(text(f"SELECT COUNT(*) FROM health_snapshot WHERE {same}"), params).scalar() or 0
     )
-    replaced = session.execute(
-        text(f"DELETE FROM health_snapshot WHERE {same}"),
+    session.execute(
+        text(
+            "DELETE FROM health_signal WHERE tenant_id = :tenant "
+            f"AND snapshot_id IN (SELECT id FROM health_snapshot WHERE {same})"
+        ),
         params,
-    ).rowcount
-    snapshots = scores.snapshots
-    ids = bulk.allocate_ids(session, "health_snapshot", snapshots.height)
+    )
     now = utcnow()
-    snapshots = snapshots.with_columns(
-        pl.Series("id", ids, dtype=pl.Int64),
+    snapshots = scores.snapshots.with_columns(
         pl.lit(tenant).alias("tenant_id"),
         pl.lit(as_of).alias("as_of"),
         pl.lit(model.version).alias("model_version"),
         pl.lit(now).alias("created_at"),
     )
-    insert(session, "health_snapshot", snapshots)
-    signals = scores.signals.join(
-        snapshots.select("account_id", pl.col("id").alias("snapshot_id")), on="account_id", how="inner"
-    ).with_columns(pl.lit(tenant).alias("tenant_id"))
+    staging = _staged(session, "health_snapshot", snapshots)
+    columns = ", ".join(f'"{c}"' for c in snapshots.columns)
+    session.execute(
+        text(
+            f'INSERT INTO health_snapshot ({columns}) SELECT {columns} FROM "{staging}" WHERE 1 = 1 '
+            "ON CONFLICT (tenant_id, account_id, as_of, model_version) DO UPDATE SET "
+            "segment = excluded.segment, composite = excluded.composite, band = excluded.band, "
+            "created_at = excluded.created_at"
+        )
+    )
+    session.execute(text(f'DROP TABLE "{staging}"'))
+    ids = bulk.read_frame(
+        session, f"SELECT account_id, id AS snapshot_id FROM health_snapshot WHERE {same}", params
+    )
+    ids = ids.cast({"account_id": pl.Int64, "snapshot_id": pl.Int64})
+    signals = scores.signals.join(ids.select("account_id", "snapshot_id"), on="account_id", how="inner")
+    # snapshots of accounts no longer scored (deleted since the last run) go too
+    stale = ids.join(scores.snapshots.select("account_id"), on="account_id", how="anti")[
+        "snapshot_id"
+    ].to_list()
+    for start in range(0, len(stale), 500):
+        chunk = {f"s{i}": v for i, v in enumerate(stale[start : start + 500])}
+        listed = ", ".join(f":{k}" for k in chunk)
+        session.execute(
+            text(f"DELETE FROM health_snapshot WHERE tenant_id = :tenant AND id IN ({listed})"),
+            {"tenant": tenant, **chunk},
+        )
     insert(
         session,
         "health_signal",
-        signals.select(
+        signals.with_columns(pl.lit(tenant).alias("tenant_id")).select(
             "tenant_id",
             "snapshot_id",
             "account_id",
@@ -374,7 +406,7 @@ def _store(session: Session, model: HealthModel, as_of: date, scores: Scores) ->
             "contribution",
         ),
     )
-    return replaced or 0
+    return int(replaced)
 
 
 # -- transitions -----------------------------------------------------------------------------------

@@ -106,10 +106,22 @@ def _grouped(session: Session, table: str, time_column: str, query: _Query, wher
         return pl.DataFrame({"account_id": []}, schema={"account_id": pl.Int64})
     tenant = query.bind(tenant_of(session))
     end = query.bind(query.window.ts(query.window.end))
+    if query.window.sqlite:
+        # SQLite: walk the accounts in id order and seek each one's (tenant, account, time) index
+        # range, so rows outside the windows are never read and the GROUP BY needs no sort.
+        # (CROSS JOIN fixes the join order there; NOT INDEXED makes the outer loop the rowid order.)
+        source = f"account a NOT INDEXED CROSS JOIN {table} t"
+        condition = f"a.tenant_id = {tenant} AND t.tenant_id = a.tenant_id AND t.account_id = a.id"
+        group = "a.id"
+    else:
+        source, condition, group = (
+            f"{table} t",
+            f"t.tenant_id = {tenant} AND t.account_id IS NOT NULL",
+            "t.account_id",
+        )
     sql = (
-        f"SELECT account_id, {', '.join(query.columns)} FROM {table} "
-        f"WHERE tenant_id = {tenant} AND {time_column} < {end} AND account_id IS NOT NULL AND ({where}) "
-        "GROUP BY account_id"
+        f"SELECT {group} AS account_id, {', '.join(query.columns)} FROM {source} "
+        f"WHERE {condition} AND t.{time_column} < {end} AND ({where}) GROUP BY {group}"
     )
     frame = read_frame(session, sql, query.params)
     if frame.width == 0 or "account_id" not in frame.columns:
@@ -125,28 +137,28 @@ def _product_usage(session: Session, signals: list[SignalSpec], window: Window) 
     events: set[str] = set()
     for s in signals:
         events.update(s.filter)
-        condition = f"{query.in_list('event', s.filter)} AND {query.since('occurred_at', s.window_days)}"
+        condition = f"{query.in_list('t.event', s.filter)} AND {query.since('t.occurred_at', s.window_days)}"
         if s.aggregation == "count":
             query.add(s.name, f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)")
         elif s.aggregation == "sum":
-            query.add(s.name, f"SUM(CASE WHEN {condition} THEN quantity ELSE 0 END)")
+            query.add(s.name, f"SUM(CASE WHEN {condition} THEN t.quantity ELSE 0 END)")
         elif s.aggregation == "distinct_features":
-            query.add(s.name, f"COUNT(DISTINCT CASE WHEN {condition} THEN feature END)")
+            query.add(s.name, f"COUNT(DISTINCT CASE WHEN {condition} THEN t.feature END)")
         elif s.aggregation == "entitled_feature_share":
             query.add(
-                f"{s.name}__used", _distinct_list(f"CASE WHEN {condition} THEN feature END", window.sqlite)
+                f"{s.name}__used", _distinct_list(f"CASE WHEN {condition} THEN t.feature END", window.sqlite)
             )
         elif s.aggregation == "trend":
             previous = (
-                f"{query.in_list('event', s.filter)} AND "
-                f"{query.since('occurred_at', 2 * s.window_days, until_days=s.window_days)}"
+                f"{query.in_list('t.event', s.filter)} AND "
+                f"{query.since('t.occurred_at', 2 * s.window_days, until_days=s.window_days)}"
             )
-            query.add(f"{s.name}__now", f"SUM(CASE WHEN {condition} THEN quantity ELSE 0 END)")
-            query.add(f"{s.name}__before", f"SUM(CASE WHEN {previous} THEN quantity ELSE 0 END)")
-    where = query.in_list("event", sorted(events)) if events else "1=1"
+            query.add(f"{s.name}__now", f"SUM(CASE WHEN {condition} THEN t.quantity ELSE 0 END)")
+            query.add(f"{s.name}__before", f"SUM(CASE WHEN {previous} THEN t.quantity ELSE 0 END)")
+    where = query.in_list("t.event", sorted(events)) if events else "1=1"
     if all(s.window_days > 0 for s in signals):  # otherwise some signal needs all history
         widest = max(s.window_days * (2 if s.aggregation == "trend" else 1) for s in signals)
-        where += f" AND {query.since('occurred_at', widest)}"
+        where += f" AND {query.since('t.occurred_at', widest)}"
     return _grouped(session, "product_usage", "occurred_at", query, where)
 
 
@@ -158,7 +170,7 @@ def _interactions(session: Session, signals: list[SignalSpec], window: Window) -
     kinds: set[str] = set()
     latest: list[SignalSpec] = []
     for s in signals:
-        condition = f"{query.in_list('kind', s.filter)} AND {query.since('occurred_at', s.window_days)}"
+        condition = f"{query.in_list('t.kind', s.filter)} AND {query.since('t.occurred_at', s.window_days)}"
         if s.aggregation == "latest_score":
             latest.append(s)
             continue
@@ -166,11 +178,11 @@ def _interactions(session: Session, signals: list[SignalSpec], window: Window) -
         if s.aggregation == "count":
             query.add(s.name, f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)")
         elif s.aggregation == "days_since_last":
-            query.add(f"{s.name}__last", f"MAX(CASE WHEN {condition} THEN occurred_at END)")
+            query.add(f"{s.name}__last", f"MAX(CASE WHEN {condition} THEN t.occurred_at END)")
         elif s.aggregation == "mean_score":
-            query.add(s.name, f"AVG(CASE WHEN {condition} THEN score END)")
+            query.add(s.name, f"AVG(CASE WHEN {condition} THEN t.score END)")
     frame = _grouped(
-        session, "interaction", "occurred_at", query, query.in_list("kind", sorted(kinds or {""}))
+        session, "interaction", "occurred_at", query, query.in_list("t.kind", sorted(kinds or {""}))
     )
     for s in signals:
         if s.aggregation == "days_since_last" and f"{s.name}__last" in frame.columns:
@@ -189,11 +201,11 @@ def _latest_score(session: Session, signal: SignalSpec, window: Window) -> pl.Da
     """The score of the latest scored interaction of these kinds in the window (ties: the highest)."""
     query = _Query(window)
     sql = (
-        "SELECT account_id, occurred_at, score FROM interaction "
-        f"WHERE tenant_id = {query.bind(tenant_of(session))} AND {query.in_list('kind', signal.filter)} "
-        f"AND occurred_at < {query.bind(window.ts(window.end))} "
-        f"AND {query.since('occurred_at', signal.window_days)} "
-        "AND score IS NOT NULL AND account_id IS NOT NULL"
+        "SELECT t.account_id, t.occurred_at, t.score FROM interaction t "
+        f"WHERE t.tenant_id = {query.bind(tenant_of(session))} AND {query.in_list('t.kind', signal.filter)} "
+        f"AND t.occurred_at < {query.bind(window.ts(window.end))} "
+        f"AND {query.since('t.occurred_at', signal.window_days)} "
+        "AND t.score IS NOT NULL AND t.account_id IS NOT NULL"
     )
     rows = read_frame(session, sql, query.params)
     if rows.height == 0:

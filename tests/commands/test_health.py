@@ -70,7 +70,7 @@ def test_the_same_login_rate_scores_differently_by_segment(cli: Cli, db: Databas
     # lowest among enterprise peers, highest among self-serve peers
     assert enterprise["normalised_value"] < 30 < 90 < self_serve["normalised_value"]
     segments = dict(snapshots.select("account_id", "segment").iter_rows())
-    assert segments[ids["Ent One"]] == "enterprise" and segments[ids["Small One"]] == "self-serve"
+    assert segments[ids["Ent One"]] == "enterprise" and segments[ids["Small One"]] == "smb"
 
 
 def test_rerun_replaces_is_reproducible_and_dry_run_writes_nothing(cli: Cli, db: Database) -> None:

@@ -81,7 +81,13 @@ def seed(db: Database) -> dict[str, int]:
     """Write the base; returns account ids by name (plus 'Parent Group')."""
     ids: dict[str, int] = {}
     with db.session(write=True) as session:
-        parent = Account(tenant_id=TENANT, name="Parent Group", arr_tier="enterprise", external_id="P-1")
+        parent = Account(
+            tenant_id=TENANT,
+            name="Parent Group",
+            arr_tier="enterprise",
+            segment="enterprise",
+            external_id="P-1",
+        )
         session.add(parent)
         session.flush()
         ids["Parent Group"] = parent.id or 0
@@ -90,6 +96,7 @@ def seed(db: Database) -> dict[str, int]:
                 tenant_id=TENANT,
                 name=name,
                 arr_tier=tier,
+                segment=tier,
                 plan="enterprise" if tier == "enterprise" else "self-serve",
                 external_id=f"A-{n}",
                 parent_id=ids["Parent Group"] if name in {"Ent One", "Ent Two"} else None,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 19:03:05.758996
+Create Date: 2026-11-22 19:39:01.106445
 """
 
 from collections.abc import Sequence
@@ -518,7 +518,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("product_usage", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_product_usage_tenant_account_at", ["tenant_id", "account_id", "occurred_at"], unique=False
+            "ix_product_usage_tenant_account_at",
+            ["tenant_id", "account_id", "occurred_at", "event", "quantity", "feature"],
+            unique=False,
         )
         batch_op.create_index("ix_product_usage_tenant_contact", ["tenant_id", "contact_id"], unique=False)
 
