@@ -39,7 +39,7 @@ from crmctl.erasure.suppression import find_suppressed
 from crmctl.errors import InputError, RejectRateExceeded
 from crmctl.identity import normalize as nz
 from crmctl.importers import graph_fields as gf
-from crmctl.importers.graph_sql import lookup, update_from_frame
+from crmctl.importers.graph_sql import deferred_indexes, lookup, update_from_frame
 from crmctl.importers.presets import preset_aliases
 from crmctl.importers.reader import (
     DEFAULT_BATCH_ROWS,
@@ -74,7 +74,12 @@ TABLES = {
     "contracts": "contract",
     "tickets": "support_ticket",
 }
+APPEND_ONLY = ("stage-changes", "interactions", "product-usage")
+# From this file size on, a SQLite import into an append-only table builds the table's secondary
+# indexes once at the end (a sorted build) instead of row by row; see graph_sql.deferred_indexes.
+BULK_LOAD_BYTES = 64 * 1024 * 1024
 NO_REJECTS = pl.DataFrame(schema=REJECT_SCHEMA)
+LAST_INTERACTION_FLUSH = 1_000_000  # contacts held before the projection is written out
 
 Finder = Callable[[Session, pl.Series], pl.DataFrame]
 
@@ -92,6 +97,7 @@ class ImportOptions:
     erasure_key: str | None = None
     default_region: str | None = None
     actor: str | None = None
+    bulk_load_bytes: int = BULK_LOAD_BYTES
 
     @property
     def source_system(self) -> str:
@@ -168,8 +174,14 @@ def import_file(db: Database, kind: str, path: Path, options: ImportOptions) -> 
     if not options.dry_run:
         result.import_run_id = _start_run(db, kind, path, table.sha256, options, mapping)
     status = "failed"
+    bulk = (
+        not db.is_postgresql
+        and not options.dry_run
+        and kind in APPEND_ONLY
+        and path.stat().st_size >= options.bulk_load_bytes
+    )
     try:
-        with RejectWriter(options.rejects_path) as writer:
+        with RejectWriter(options.rejects_path) as writer, deferred_indexes(db, TABLES[kind], enabled=bulk):
             if options.dry_run:
                 # One transaction, rolled back: later batches see what earlier ones would have written.
                 with db.session(write=True) as session:
@@ -239,6 +251,7 @@ class _Run:
     mapping: Mapping[str, str]
     result: ImportResult
     pending_parents: list[pl.DataFrame] = field(default_factory=list)  # parent not seen yet
+    last_interaction: pl.DataFrame | None = None  # contact_id -> latest occurred_at seen in the file
 
     @property
     def source(self) -> str:
@@ -254,6 +267,9 @@ class _Run:
         self.result.rows += batch.height
         too_long = overlong_fields(batch, list(self.mapping.values()))
         typed, rejects = gf.typed_batch(batch, self.kind, self.mapping)
+        # Exports list several associated ids in one cell ("123;456"): the first is the primary.
+        refs = [c for c in typed.columns if c.endswith("_external_id") and c != "external_id"]
+        typed = typed.with_columns(pl.col(c).str.split(";").list.first().str.strip_chars() for c in refs)
         if too_long.height:
             typed = typed.filter(~pl.col(ROW_COLUMN).is_in(too_long[ROW_COLUMN].implode()))
         more = _HANDLERS[self.kind](self, session, typed) if typed.height else NO_REJECTS
@@ -271,6 +287,13 @@ class _Run:
     def finish(self, session: Session, writer: RejectWriter) -> None:
         if self.pending_parents:
             self.reject(writer, _link_parents(self, session, pl.concat(self.pending_parents), final=True))
+        self.flush_last_interaction(session)
+
+    def flush_last_interaction(self, session: Session) -> None:
+        if self.last_interaction is not None and self.last_interaction.height:
+            latest = self.last_interaction.rename({"contact_id": "id"})
+            update_from_frame(session, "contact", latest, keep_later=("last_interaction_at",))
+        self.last_interaction = None
 
     # -- references ---------------------------------------------------------------------------
 
@@ -452,10 +475,12 @@ class _Run:
         """Insert the rows whose ``idempotency_key`` is not stored yet; returns those rows."""
         counts = self.result.table(table)
         unique = rows.unique(subset=["idempotency_key"], keep="first", maintain_order=True)
-        stored = lookup(session, table, "idempotency_key", unique["idempotency_key"], select=("id",))
-        fresh = unique.join(
-            stored.select(pl.col("key").alias("idempotency_key")), on="idempotency_key", how="anti"
-        )
+        fresh = unique
+        if _any_key_in_range(session, table, unique["idempotency_key"]):
+            stored = lookup(session, table, "idempotency_key", unique["idempotency_key"], select=("id",))
+            fresh = unique.join(
+                stored.select(pl.col("key").alias("idempotency_key")), on="idempotency_key", how="anti"
+            )
         counts.skipped += rows.height - fresh.height
         if fresh.height:
             insert_frame(
@@ -483,6 +508,20 @@ class _Run:
             .then(by_id)
             .otherwise(pl.format("{}:h:{}", pl.lit(self.source), pl.lit(digests)))
         )
+
+
+def _any_key_in_range(session: Session, table: str, keys: pl.Series) -> bool:
+    """Whether any stored key lies between the batch's smallest and largest: one index range probe.
+    A first import of ordered ids (the common case) then skips the per-key lookup."""
+    low, high = keys.min(), keys.max()
+    found = sql_frame(
+        session,
+        f"SELECT 1 AS hit FROM {table} WHERE tenant_id = :tenant AND idempotency_key BETWEEN :low AND :high "
+        "LIMIT 1",
+        low=low,
+        high=high,
+    )
+    return found.height > 0
 
 
 def _counted(found: pl.DataFrame) -> pl.DataFrame:
@@ -599,6 +638,20 @@ def _link_parents(run: _Run, session: Session, children: pl.DataFrame, *, final:
 # Contacts
 # ---------------------------------------------------------------------------------------------
 
+# CRM lifecycle labels onto crmctl's stages (others are kept, lower-cased).
+_LIFECYCLE = {
+    "subscriber": "lead",
+    "lead": "lead",
+    "marketingqualifiedlead": "mql",
+    "mql": "mql",
+    "salesqualifiedlead": "sql",
+    "sql": "sql",
+    "opportunity": "opportunity",
+    "customer": "customer",
+    "evangelist": "customer",
+    "churned": "churned",
+    "formercustomer": "churned",
+}
 CONTACT_COLUMNS = (
     "account_id",
     "first_name",
@@ -682,7 +735,9 @@ def _contacts(run: _Run, session: Session, rows: pl.DataFrame) -> pl.DataFrame:
         return rejects
     rows = normalise_people(rows, run.options.default_region).with_columns(
         pl.coalesce(pl.col("source"), pl.lit(run.source)).alias("source"),
-        _snake(pl.col("lifecycle_stage")).alias("lifecycle_stage"),
+        _token(pl.col("lifecycle_stage"))
+        .replace_strict(_LIFECYCLE, default=_snake(pl.col("lifecycle_stage")), return_dtype=pl.String)
+        .alias("lifecycle_stage"),
         _snake(pl.col("lawful_basis")).alias("lawful_basis"),
     )
     suppressed = find_suppressed(
@@ -1054,7 +1109,7 @@ def _interactions(run: _Run, session: Session, rows: pl.DataFrame) -> pl.DataFra
         pl.col("direction").str.to_lowercase(),
         pl.lit(run.source).alias("external_source"),
     )
-    fresh = run.append(
+    run.append(
         session,
         "interaction",
         rows.select(
@@ -1073,15 +1128,22 @@ def _interactions(run: _Run, session: Session, rows: pl.DataFrame) -> pl.DataFra
             "external_source",
         ),
     )
-    # Keep the contact's last_interaction_at projection current (the later of stored and new).
+    # The contact's last_interaction_at projection, applied once at the end of the file (from every
+    # resolved row, already imported or not, so a re-run after a kill still brings it up to date).
     latest = (
-        fresh.filter(pl.col("contact_id").is_not_null())
+        rows.filter(pl.col("contact_id").is_not_null())
         .group_by("contact_id")
         .agg(pl.col("occurred_at").max().alias("last_interaction_at"))
-        .rename({"contact_id": "id"})
     )
-    if latest.height:
-        update_from_frame(session, "contact", latest, keep_later=("last_interaction_at",))
+    run.last_interaction = (
+        latest
+        if run.last_interaction is None
+        else pl.concat([run.last_interaction, latest])
+        .group_by("contact_id")
+        .agg(pl.col("last_interaction_at").max())
+    )
+    if run.last_interaction.height > LAST_INTERACTION_FLUSH:
+        run.flush_last_interaction(session)
     return rejects
 
 
