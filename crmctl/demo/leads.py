@@ -228,6 +228,8 @@ def _people(rng: random.Random, count: int) -> list[_Person]:
                 # a household: same line and surname as the previous person, a different person
                 prev = people[-1]
                 last, country = prev.last, prev.country
+                while first == prev.first:  # two people of one household rarely share a name
+                    first = rng.choice(FIRST_NAMES)
                 phone = prev.phone or _phone(rng, country)
             else:
                 phone = _phone(rng, country)

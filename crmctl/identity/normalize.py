@@ -342,6 +342,27 @@ def _collapse_phone(raw: str | None) -> tuple[str | None, str | None]:
     return plus + digits, extension
 
 
+def _extension_expr(raw: pl.Expr) -> pl.Expr:
+    text = raw.str.strip_chars(_WS)
+    return pl.when(raw.str.len_chars() <= MAX_PHONE_CHARS).then(text.str.extract(_EXTENSION_RE.pattern, 1))
+
+
+def _collapse_expr(raw: pl.Expr) -> pl.Expr:
+    """Vectorised :func:`_collapse_phone` (the '+digits' part)."""
+    text = raw.str.strip_chars(_WS).str.replace(_EXTENSION_RE.pattern, "")
+    text = pl.when(text.str.to_lowercase().str.starts_with("tel:")).then(text.str.slice(4)).otherwise(text)
+    digits = text.str.replace_all(r"\D", "")
+    plus = (
+        pl.when(text.str.strip_chars_start("( ").str.starts_with("+")).then(pl.lit("+")).otherwise(pl.lit(""))
+    )
+    usable = (
+        (raw.str.len_chars() <= MAX_PHONE_CHARS)
+        & text.str.contains(_PHONE_CHARS_RE.pattern)
+        & digits.str.len_chars().is_between(5, 17)
+    )
+    return pl.when(usable).then(plus + digits)
+
+
 @lru_cache(maxsize=500_000)
 def _e164(collapsed: str, region: str | None) -> str | None:
     try:
@@ -354,6 +375,42 @@ def _e164(collapsed: str, region: str | None) -> str | None:
 
 
 _CCTLD_REGION = {"uk": "GB"}
+
+NANP_REGIONS = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1])
+
+
+@lru_cache(maxsize=1)
+def _nanp_pattern() -> str:
+    """Every national-number pattern of every North American region: a valid +1 number matches one."""
+    types = ("fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost", "personal_number", "voip")
+    types += ("pager", "uan", "voicemail")
+    patterns = set()
+    for region in NANP_REGIONS:
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        for name in types:
+            desc = getattr(metadata, name, None)
+            if desc is not None and desc.national_number_pattern and 10 in (desc.possible_length or (10,)):
+                patterns.add(desc.national_number_pattern)
+    return "^(?:" + "|".join(f"(?:{p})" for p in sorted(patterns)) + ")$"
+
+
+def _nanp_candidate() -> pl.Expr:
+    """True where (digits, region) is a +1 number: '+1' and 10 digits, or national in a +1 region."""
+    digits, region = pl.col("digits"), pl.col("region").str.to_uppercase()
+    plus = digits.str.starts_with("+")
+    bare = digits.str.strip_prefix("+")
+    in_nanp = region.is_in(list(NANP_REGIONS)).fill_null(False)
+    return (plus & bare.str.starts_with("1") & (bare.str.len_chars() == 11)) | (
+        ~plus
+        & in_nanp
+        & ((bare.str.len_chars() == 10) | ((bare.str.len_chars() == 11) & bare.str.starts_with("1")))
+    )
+
+
+def _nanp_e164() -> pl.Expr:
+    bare = pl.col("digits").str.strip_prefix("+")
+    national = pl.when(bare.str.len_chars() == 11).then(bare.str.slice(1)).otherwise(bare)
+    return pl.when(national.str.contains(_nanp_pattern())).then(pl.lit("+1") + national)
 
 
 def region_of_email(key: str | None) -> str | None:
@@ -407,21 +464,27 @@ def phone_keys(values: pl.Series, regions: pl.Series | str | None = None) -> pl.
     raw = values.cast(pl.String)
     if not isinstance(regions, pl.Series):
         regions = pl.Series("region", [regions] * len(raw), dtype=pl.String)
-    collapsed = map_distinct(raw, _collapse_phone, pl.List(pl.String))
-    frame = pl.DataFrame(
-        {
-            "digits": collapsed.list.get(0, null_on_oob=True),
-            "phone_ext": collapsed.list.get(1, null_on_oob=True),
-            "region": regions.cast(pl.String),
-        }
+    frame = pl.DataFrame({"raw": raw, "region": regions.cast(pl.String)}).select(
+        _collapse_expr(pl.col("raw")).alias("digits"),
+        _extension_expr(pl.col("raw")).alias("phone_ext"),
+        "region",
+    )
+    frame = frame.with_columns(
+        pl.when(pl.col("digits").is_not_null()).then(pl.col("phone_ext")).alias("phone_ext")
     )
     pairs = frame.select("digits", "region").unique().drop_nulls("digits")
-    parsed = pairs.with_columns(
+    # North American numbers (most of a typical file) are validated by regex in polars; the rest
+    # are parsed by phonenumbers, once per distinct (digits, region)
+    fast = pairs.with_columns(_nanp_e164().alias("phone_e164"), _nanp_candidate().alias("nanp"))
+    nanp = fast.filter(pl.col("nanp")).select("digits", "region", "phone_e164")
+    rest = fast.filter(~pl.col("nanp")).select("digits", "region")
+    slow = rest.with_columns(
         pl.Series(
             "phone_e164",
-            [_e164(d, _region(r)) for d, r in pairs.iter_rows()],
+            [_e164(d, _region(r)) for d, r in rest.iter_rows()],
             dtype=pl.String,
         )
     )
+    parsed = pl.concat([nanp, slow])
     joined = frame.join(parsed, on=["digits", "region"], how="left", maintain_order="left", nulls_equal=True)
     return joined.select("phone_e164", "phone_ext")

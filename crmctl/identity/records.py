@@ -36,7 +36,8 @@ def normalise_records(rows: pl.DataFrame, *, source: str, default_region: str | 
         if field not in rows.columns:
             rows = rows.with_columns(pl.lit(None, dtype=pl.String).alias(field))
     email_norm = n.email_keys(rows["email"])
-    region_from_email = n.map_distinct(email_norm, n.region_of_email, pl.String())
+    email_host = email_norm.str.split("@").list.last()  # distinct domains are few: map those
+    region_from_email = n.map_distinct(email_host, lambda host: n.region_of_email(f"x@{host}"), pl.String())
     country = n.map_distinct(rows["country"], _country, pl.String())
     region = country.fill_null(default_region).fill_null(region_from_email) if default_region else None
     if region is None:
@@ -51,7 +52,7 @@ def normalise_records(rows: pl.DataFrame, *, source: str, default_region: str | 
     first_c = n.map_distinct(first_norm, n.first_name_canonical, pl.String())
 
     company_norm = n.company_norms(rows["company"])
-    domain_from_email = n.company_domains(email_norm)
+    domain_from_email = n.company_domains(email_host)
     domain_from_site = n.company_domains(rows["website"])
     company_domain = domain_from_email.fill_null(domain_from_site)
     company_tok = n.map_distinct(company_norm, n.company_token, pl.String()).fill_null(

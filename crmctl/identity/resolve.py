@@ -9,7 +9,8 @@ Clustering is transitive over merge edges, with two guards against chains joinin
 different people:
 - a cluster whose members hold conflicting full names is rebuilt edge by edge (strongest first),
   refusing any union that would put conflicting names together; refused pairs go to review;
-- name + company evidence only counts for rare names in unambiguous blocks (a block where two
+- name + company evidence only counts when the company is not expected to hold a namesake by
+  chance (see :func:`_expected_namesakes`) and the block is unambiguous (a block where two
   clusters each have their own work address, or their own personal address, holds two people).
 """
 
@@ -24,36 +25,9 @@ from rapidfuzz.distance import JaroWinkler
 from crmctl.identity.normalize import FREE_MAIL_DOMAINS
 from crmctl.identity.rules import ResolutionRules
 
-# Names common enough that "same name at the same company" proves nothing on its own.
-COMMON_FIRST_NAMES = frozenset(
-    """
-    james mary john patricia robert jennifer michael linda william elizabeth david barbara richard
-    susan joseph jessica thomas sarah charles karen christopher nancy daniel lisa matthew margaret
-    anthony betty mark sandra donald ashley steven kimberly paul emily andrew donna joshua michelle
-    kenneth dorothy kevin carol brian amanda george melissa edward deborah ronald stephanie timothy
-    rebecca jason sharon jeffrey laura ryan cynthia jacob kathleen gary amy nicholas shirley eric
-    angela jonathan helen stephen anna larry brenda justin pamela scott nicole brandon samantha
-    benjamin katherine samuel emma gregory ruth frank christine alexander catherine raymond debra
-    patrick rachel jack carolyn dennis janet jerry virginia tyler maria aaron heather jose diane
-    wei mohammed li
-    """.split()  # noqa: SIM905
-)
-COMMON_LAST_NAMES = frozenset(
-    """
-    smith johnson williams brown jones garcia miller davis rodriguez martinez hernandez lopez
-    gonzalez wilson anderson thomas taylor moore jackson martin lee perez thompson white harris
-    sanchez clark ramirez lewis robinson walker young allen king wright scott torres nguyen hill
-    flores green adams nelson baker hall rivera campbell mitchell carter roberts gomez phillips
-    evans turner diaz parker cruz edwards collins reyes stewart morris morales murphy cook rogers
-    gutierrez ortiz morgan cooper peterson bailey reed kelly howard ramos kim cox ward richardson
-    watson brooks chavez wood james bennett gray mendoza ruiz hughes price alvarez castillo sanders
-    patel myers long ross foster jimenez wang zhang liu chen yang huang singh kumar muller schmidt
-    rossi nowak
-    """.split()  # noqa: SIM905
-)
-
 STRONG_RULES = ("email", "helpdesk_id", "phone")
 RULE_ORDER = {"email": 0, "helpdesk_id": 1, "phone": 2, "name_company": 3}
+SIMILAR_NAME = 0.7
 EDGE_SCHEMA = {"a": pl.Int64, "b": pl.Int64, "rule": pl.String, "level": pl.String, "score": pl.Float64}
 
 
@@ -191,33 +165,44 @@ class _NameComparer:
         )
 
     def level(self, fa: str | None, la: str | None, fb: str | None, lb: str | None) -> str:
-        """exact | compatible | unknown | conflict for two (first, last) names."""
+        """exact | compatible | similar | unknown | conflict for two (first, last) names.
+
+        compatible: equal after nicknames, an initial, a typo (Jaro-Winkler >= name_similarity) or
+        written swapped; similar: close but not that close (Jaro-Winkler >= 0.7 on each part,
+        e.g. 'Jaak' / 'Jack'), enough beside an email, not beside a shared phone."""
         if (fa is None and la is None) or (fb is None and lb is None):
             return "unknown"
         if fa and la and fb and lb:
             if fa == fb and la == lb:
                 return "exact"
-            if (self._first(fa, fb) and self._last(la, lb)) or (self._first(fa, lb) and self._last(la, fb)):
-                return "compatible"
-            return "conflict"
-        if fa and fb:  # one side has a first name only (web forms)
-            return "compatible" if self._first(fa, fb) else "conflict"
-        if la and lb:
-            return "compatible" if self._last(la, lb) else "conflict"
-        return "unknown"
+            straight = min(self._sim(fa, fb), self._sim(la, lb))
+            swapped = min(self._sim(fa, lb), self._sim(la, fb))
+            return self._grade(max(straight, swapped))
+        # a side with one part only (web forms: a first name): it may sit in either place
+        if not (fa and la):
+            x, ys = (fa or la), [y for y in (fb, lb) if y]
+        else:
+            x, ys = (fb or lb), [y for y in (fa, la) if y]
+        assert x is not None
+        return self._grade(max(self._sim(x, y) for y in ys if y is not None))
+
+    def _grade(self, similarity: float) -> str:
+        if similarity >= self.similarity:
+            return "compatible"
+        if similarity >= SIMILAR_NAME:
+            return "similar"
+        return "conflict"
 
     def conflicts(self, a: int, b: int) -> bool:
         return self.level(self.first[a], self.last[a], self.first[b], self.last[b]) == "conflict"
 
-    def _first(self, x: str, y: str) -> bool:
+    @staticmethod
+    def _sim(x: str, y: str) -> float:
         if x == y:
-            return True
-        if len(x) == 1 or len(y) == 1:
-            return x[0] == y[0]
-        return JaroWinkler.similarity(x, y) >= self.similarity
-
-    def _last(self, x: str, y: str) -> bool:
-        return x == y or JaroWinkler.similarity(x, y) >= self.similarity
+            return 1.0
+        if len(x) == 1 or len(y) == 1:  # an initial
+            return 1.0 if x[0] == y[0] else 0.0
+        return JaroWinkler.similarity(x, y)
 
 
 def _guard_chains(
@@ -283,6 +268,37 @@ def _guard_chains(
     return clusters, pl.concat([others, kept_frame]), refused_frame
 
 
+def _expected_namesakes(block_keys: pl.DataFrame) -> pl.DataFrame:
+    """Per block: how many *other* people with this name the company should hold by chance.
+
+    (people at the company - 1) x P(first name) x P(last name), with the frequencies taken from
+    the clusters in view (the batch and its candidates). 'James Smith' at a 5,000-person company
+    expects about one namesake, so the name alone cannot tell them apart; 'Ngozi Okafor' at a
+    40-person company expects almost none."""
+    parts = block_keys.select("cluster", "value", pl.col("value").str.split("|").alias("parts")).with_columns(
+        pl.col("parts").list.get(0).alias("n1"),
+        pl.col("parts").list.get(1).alias("n2"),
+        pl.col("parts").list.get(2).alias("company"),
+    )
+    people = parts.select("cluster").n_unique()
+    tokens = pl.concat(
+        [
+            parts.select("cluster", pl.col("n1").alias("tok")),
+            parts.select("cluster", pl.col("n2").alias("tok")),
+        ]
+    ).unique()
+    frequency = tokens.group_by("tok").agg((pl.col("cluster").n_unique() / people).alias("p"))
+    company_size = parts.group_by("company").agg(pl.col("cluster").n_unique().alias("size"))
+    return (
+        parts.select("value", "n1", "n2", "company")
+        .unique()
+        .join(frequency.rename({"tok": "n1", "p": "p1"}), on="n1")
+        .join(frequency.rename({"tok": "n2", "p": "p2"}), on="n2")
+        .join(company_size, on="company")
+        .select("value", ((pl.col("size") - 1) * pl.col("p1") * pl.col("p2")).alias("expected_namesakes"))
+    )
+
+
 def _name_company_edges(
     keys: pl.DataFrame, clusters: pl.DataFrame, rules: ResolutionRules
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -318,10 +334,8 @@ def _name_company_edges(
         ((pl.col("work") > 0).sum() > 1).alias("two_work"),
         ((pl.col("personal") > 0).sum() > 1).alias("two_personal"),
     )
-    tokens = pl.col("value").str.split("|")
-    common = tokens.list.get(0).is_in(list(COMMON_FIRST_NAMES | COMMON_LAST_NAMES)) & tokens.list.get(
-        1
-    ).is_in(list(COMMON_FIRST_NAMES | COMMON_LAST_NAMES))
+    verdict = verdict.join(_expected_namesakes(block_keys), on="value", how="left")
+    common = pl.col("expected_namesakes").fill_null(0) > rules.max_expected_namesakes
     graded = verdict.with_columns(
         pl.when(pl.col("two_work") | pl.col("two_personal"))
         .then(pl.lit("ambiguous"))

@@ -26,16 +26,16 @@ from typing import Any
 
 from crmctl.errors import ConfigError
 
-NAME_LEVELS = ("exact", "compatible", "unknown", "conflict")
+NAME_LEVELS = ("exact", "compatible", "similar", "unknown", "conflict")
 NAME_COMPANY_LEVELS = ("rare_name", "common_name", "ambiguous")
 
 DEFAULT_RULES: dict[str, dict[str, float]] = {
     # same normalised email: the strongest evidence unless the names clearly differ
-    "email": {"exact": 0.99, "compatible": 0.97, "unknown": 0.97, "conflict": 0.7},
+    "email": {"exact": 0.99, "compatible": 0.97, "similar": 0.93, "unknown": 0.97, "conflict": 0.7},
     # same helpdesk user id (scoped to the source)
-    "helpdesk_id": {"exact": 0.99, "compatible": 0.97, "unknown": 0.95, "conflict": 0.7},
+    "helpdesk_id": {"exact": 0.99, "compatible": 0.97, "similar": 0.93, "unknown": 0.95, "conflict": 0.7},
     # same phone: households share lines, so the names must agree
-    "phone": {"exact": 0.95, "compatible": 0.92, "unknown": 0.4, "conflict": 0.2},
+    "phone": {"exact": 0.95, "compatible": 0.92, "similar": 0.5, "unknown": 0.4, "conflict": 0.2},
     # same name at the same company: only when the name is rare and the block unambiguous
     "name_company": {"rare_name": 0.92, "common_name": 0.5, "ambiguous": 0.2},
 }
@@ -53,6 +53,8 @@ class ResolutionRules:
     name_similarity: float = 0.88
     # a phone or name+company block bigger than this is a switchboard / data junk: not evidence
     max_block_size: int = 200
+    # name + company joins only when the company is expected to hold fewer namesakes than this
+    max_expected_namesakes: float = 0.15
     source_trust: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_SOURCE_TRUST))
 
     def score(self, rule: str, level: str) -> float:
@@ -71,6 +73,7 @@ class ResolutionRules:
             "rules": self.rules,
             "name_similarity": self.name_similarity,
             "max_block_size": self.max_block_size,
+            "max_expected_namesakes": self.max_expected_namesakes,
             "source_trust": self.source_trust,
         }
 
@@ -88,7 +91,14 @@ def load_rules(path: Path | None) -> ResolutionRules:
     problems: list[str] = []
     base = ResolutionRules()
     rules = {k: dict(v) for k, v in base.rules.items()}
-    known = {"thresholds", "rules", "name_similarity", "max_block_size", "source_trust"}
+    known = {
+        "thresholds",
+        "rules",
+        "name_similarity",
+        "max_block_size",
+        "max_expected_namesakes",
+        "source_trust",
+    }
     problems += [f"unknown section or key '{k}'" for k in data if k not in known]
     thresholds = data.get("thresholds", {})
     for name, section in (data.get("rules") or {}).items():
@@ -125,6 +135,9 @@ def load_rules(path: Path | None) -> ResolutionRules:
     block = data.get("max_block_size", base.max_block_size)
     if not isinstance(block, int) or block < 2:
         problems.append("max_block_size must be an integer of at least 2")
+    namesakes = data.get("max_expected_namesakes", base.max_expected_namesakes)
+    if not isinstance(namesakes, int | float) or namesakes < 0:
+        problems.append("max_expected_namesakes must be a number of at least 0")
     if problems:
         raise ConfigError(f"The resolution config {Path(path).name} has problems: {'; '.join(problems)}.")
     return ResolutionRules(
@@ -133,5 +146,6 @@ def load_rules(path: Path | None) -> ResolutionRules:
         rules=rules,
         name_similarity=float(similarity),
         max_block_size=int(block),
+        max_expected_namesakes=float(namesakes),
         source_trust=trust,
     )

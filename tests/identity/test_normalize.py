@@ -97,3 +97,19 @@ def test_vectorised_forms_agree_with_scalars(values: list[str | None]) -> None:
     assert list(zip(phones["phone_e164"], phones["phone_ext"], strict=True)) == [
         n.phone_parts(v, "US") if v is not None else (None, None) for v in values
     ]
+
+
+def test_north_american_fast_path_agrees_with_phonenumbers() -> None:
+    import random
+
+    rng = random.Random(5)
+    values = []
+    for _ in range(3000):
+        digits = "".join(rng.choice("0123456789") for _ in range(10))
+        values += [digits, "1" + digits, "+1" + digits, f"+1 ({digits[:3]}) {digits[3:6]}-{digits[6:]} x7"]
+    series = pl.Series("v", values)
+    for region in ("US", "CA", "GB", None):
+        fast = n.phone_keys(series, region)
+        assert list(zip(fast["phone_e164"], fast["phone_ext"], strict=True)) == [
+            n.phone_parts(v, region) for v in values
+        ]
