@@ -86,6 +86,8 @@ def snapshot(
         force=force,
     )
     db = app_ctx.database()
+    if jobs > 1 and not db.is_postgresql:
+        app_ctx.warn("--jobs is ignored on SQLite: one connection holds the snapshot.")
 
     def progress(entry: WrittenFile) -> None:
         app_ctx.message(f"{entry.table}: {entry.rows:,} rows, {entry.bytes:,} bytes")

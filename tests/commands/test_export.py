@@ -216,3 +216,11 @@ def test_verify_reports_every_difference(cli: Cli, db: Database, exports: Path) 
 def test_verify_without_manifest_is_a_usage_error(cli: Cli, exports: Path) -> None:
     result = cli("export", "verify", str(exports), expect=2)
     assert "has no manifest.json: it is not a complete crmctl export." in result.stderr
+
+
+def test_jobs_out_of_range_is_a_usage_error(cli: Cli, exports: Path, backend: str) -> None:
+    result = cli("export", "snapshot", "--out", str(exports / "x"), "--jobs", "0", expect=2)
+    assert "--jobs must be between 1 and 8." in result.stderr
+    assert list(exports.iterdir()) == []
+    result = cli("export", "snapshot", "--out", str(exports / "x"), "--jobs", "2", "--tables", "deal")
+    assert ("--jobs is ignored on SQLite" in result.stderr) == (backend == "sqlite")
