@@ -16,13 +16,15 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 
 from crmctl.db import bulk, migrate
-from crmctl.db.engine import open_database
+from crmctl.db.engine import Database, open_database
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench-data"
@@ -246,6 +248,39 @@ def _tickets(n: int, accounts: int) -> pl.DataFrame:
     )
 
 
+@contextmanager
+def _indexes_deferred(db: Database, table: str) -> Iterator[None]:
+    """(PostgreSQL) Drop the table's secondary indexes and unique constraints for a bulk load and
+    build them again afterwards, as a bulk loader would: the resulting schema is the migrated one."""
+    if not db.is_postgresql:
+        yield
+        return
+    with db.engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        constraints = conn.exec_driver_sql(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = %s::regclass AND contype = 'u'",
+            (table,),
+        ).all()
+        indexes = conn.exec_driver_sql(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s AND indexname NOT IN "
+            "(SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass)",
+            (table, table),
+        ).all()
+        for name, _ in constraints:
+            conn.exec_driver_sql(f'ALTER TABLE "{table}" DROP CONSTRAINT "{name}"')
+        for name, _ in indexes:
+            conn.exec_driver_sql(f'DROP INDEX "{name}"')
+    yield
+    with db.engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.exec_driver_sql("SET maintenance_work_mem = '1GB'")
+        for _, definition in indexes:
+            conn.exec_driver_sql(definition)
+        for name, definition in constraints:
+            conn.exec_driver_sql(f'ALTER TABLE "{table}" ADD CONSTRAINT "{name}" {definition}')
+
+
 def generate(url: str, scale: str) -> dict[str, int]:
     """Fill a migrated, empty database with the scale's data (owner connection: bypasses RLS)."""
     size = SIZES[scale]
@@ -263,14 +298,15 @@ def generate(url: str, scale: str) -> dict[str, int]:
                 session, "support_ticket", _tickets(size["tickets"], size["accounts"])
             )
         counts["product_usage"] = 0
-        for start in range(0, size["usage"], CHUNK_ROWS):
-            rows = min(CHUNK_ROWS, size["usage"] - start)
-            chunk = _usage_chunk(start, rows, size["usage"], size["accounts"])
-            with db.session(write=True) as session:
-                counts["product_usage"] += bulk.insert_frame(session, "product_usage", chunk)
+        with _indexes_deferred(db, "product_usage"):
+            for start in range(0, size["usage"], CHUNK_ROWS):
+                rows = min(CHUNK_ROWS, size["usage"] - start)
+                chunk = _usage_chunk(start, rows, size["usage"], size["accounts"])
+                with db.session(write=True) as session:
+                    counts["product_usage"] += bulk.insert_frame(session, "product_usage", chunk)
         with db.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            conn.exec_driver_sql("ANALYZE")
+            conn.exec_driver_sql("VACUUM ANALYZE" if db.is_postgresql else "ANALYZE")
     finally:
         db.dispose()
     return counts

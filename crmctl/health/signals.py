@@ -168,22 +168,26 @@ def _product_usage(session: Session, signals: list[SignalSpec], window: Window) 
 def _interactions(session: Session, signals: list[SignalSpec], window: Window) -> pl.DataFrame:
     query = _Query(window)
     kinds: set[str] = set()
-    latest: list[SignalSpec] = []
+    # the latest score rides along as "timestamp|score": MAX picks the latest, ties the larger text
+    stamp = (
+        "t.occurred_at || '|' || t.score"
+        if window.sqlite
+        else "to_char(t.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '|' || t.score::text"
+    )
     for s in signals:
-        condition = f"{query.in_list('t.kind', s.filter)} AND {query.since('t.occurred_at', s.window_days)}"
-        if s.aggregation == "latest_score":
-            latest.append(s)
-            continue
         kinds.update(s.filter)
+        condition = f"{query.in_list('t.kind', s.filter)} AND {query.since('t.occurred_at', s.window_days)}"
         if s.aggregation == "count":
             query.add(s.name, f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)")
         elif s.aggregation == "days_since_last":
             query.add(f"{s.name}__last", f"MAX(CASE WHEN {condition} THEN t.occurred_at END)")
         elif s.aggregation == "mean_score":
             query.add(s.name, f"AVG(CASE WHEN {condition} THEN t.score END)")
-    frame = _grouped(
-        session, "interaction", "occurred_at", query, query.in_list("t.kind", sorted(kinds or {""}))
-    )
+        elif s.aggregation == "latest_score":
+            query.add(
+                f"{s.name}__latest", f"MAX(CASE WHEN {condition} AND t.score IS NOT NULL THEN {stamp} END)"
+            )
+    frame = _grouped(session, "interaction", "occurred_at", query, query.in_list("t.kind", sorted(kinds)))
     for s in signals:
         if s.aggregation == "days_since_last" and f"{s.name}__last" in frame.columns:
             frame = _to_datetime(frame, f"{s.name}__last")
@@ -192,33 +196,12 @@ def _interactions(session: Session, signals: list[SignalSpec], window: Window) -
                     s.name
                 )
             ).drop(f"{s.name}__last")
-    for s in latest:
-        frame = _join(frame, _latest_score(session, s, window))
+        elif s.aggregation == "latest_score" and f"{s.name}__latest" in frame.columns:
+            latest = pl.col(f"{s.name}__latest").cast(pl.String).str.split("|").list.last()
+            frame = frame.with_columns(latest.cast(pl.Float64, strict=False).alias(s.name)).drop(
+                f"{s.name}__latest"
+            )
     return frame
-
-
-def _latest_score(session: Session, signal: SignalSpec, window: Window) -> pl.DataFrame:
-    """The score of the latest scored interaction of these kinds in the window (ties: the highest)."""
-    query = _Query(window)
-    sql = (
-        "SELECT t.account_id, t.occurred_at, t.score FROM interaction t "
-        f"WHERE t.tenant_id = {query.bind(tenant_of(session))} AND {query.in_list('t.kind', signal.filter)} "
-        f"AND t.occurred_at < {query.bind(window.ts(window.end))} "
-        f"AND {query.since('t.occurred_at', signal.window_days)} "
-        "AND t.score IS NOT NULL AND t.account_id IS NOT NULL"
-    )
-    rows = read_frame(session, sql, query.params)
-    if rows.height == 0:
-        return pl.DataFrame(
-            {"account_id": [], signal.name: []}, schema={"account_id": pl.Int64, signal.name: pl.Float64}
-        )
-    rows = _to_datetime(rows, "occurred_at")
-    return (
-        rows.with_columns(pl.col("account_id").cast(pl.Int64), pl.col("score").cast(pl.Float64))
-        .sort(["account_id", "occurred_at", "score"])
-        .group_by("account_id", maintain_order=True)
-        .agg(pl.col("score").last().alias(signal.name))
-    )
 
 
 # -- support tickets ----------------------------------------------------------------------------
@@ -326,12 +309,6 @@ def _manual(session: Session, signals: list[SignalSpec], window: Window) -> pl.D
 
 
 # -- all together ---------------------------------------------------------------------------------
-
-
-def _join(left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFrame:
-    if right.width <= 1:
-        return left
-    return left.join(right, on="account_id", how="full", coalesce=True)
 
 
 def raw_signals(session: Session, model: HealthModel, accounts: pl.DataFrame, window: Window) -> pl.DataFrame:
