@@ -67,7 +67,7 @@ def resolve(nodes: pl.DataFrame, keys: pl.DataFrame, rules: ResolutionRules) -> 
         reviews.join(clusters.rename({"node": "a", "cluster": "ca"}), on="a")
         .join(clusters.rename({"node": "b", "cluster": "cb"}), on="b")
         .filter(pl.col("ca") != pl.col("cb"))
-        .sort("score", descending=True)
+        .sort(["score", "a", "b"], descending=[True, False, False])
         .unique(["ca", "cb"], keep="first", maintain_order=True)
         .select(list(EDGE_SCHEMA))
     )
@@ -75,35 +75,25 @@ def resolve(nodes: pl.DataFrame, keys: pl.DataFrame, rules: ResolutionRules) -> 
 
 
 def connected(n_nodes: int, edges: pl.DataFrame) -> pl.DataFrame:
-    """Connected components by min-label propagation with pointer jumping (all in polars)."""
-    labels = pl.DataFrame({"node": pl.arange(0, n_nodes, eager=True, dtype=pl.Int64)}).with_columns(
-        pl.col("node").alias("cluster")
+    """Connected components (union-find, path halving); each labelled by its smallest node."""
+    parent = list(range(n_nodes))
+    for x, y in zip(edges["a"].to_list(), edges["b"].to_list(), strict=True):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        while parent[y] != y:
+            parent[y] = parent[parent[y]]
+            y = parent[y]
+        if x < y:
+            parent[y] = x
+        elif y < x:
+            parent[x] = y
+    # roots are the smallest node of their tree, so one forward pass settles every label
+    for node in range(n_nodes):
+        parent[node] = parent[parent[node]]
+    return pl.DataFrame(
+        {"node": range(n_nodes), "cluster": parent}, schema={"node": pl.Int64, "cluster": pl.Int64}
     )
-    if edges.height == 0:
-        return labels
-    both = pl.concat(
-        [edges.select("a", "b"), edges.select(pl.col("b").alias("a"), pl.col("a").alias("b"))]
-    ).unique()
-    while True:
-        nearest = (
-            both.join(labels, left_on="b", right_on="node")
-            .group_by("a")
-            .agg(pl.col("cluster").min().alias("nb"))
-        )
-        step = (
-            labels.join(nearest, left_on="node", right_on="a", how="left")
-            .with_columns(pl.min_horizontal("cluster", "nb").alias("cluster"))
-            .select("node", "cluster")
-        )
-        # pointer jumping: adopt the label of my label (halves chain lengths each round)
-        step = (
-            step.join(step.rename({"node": "cluster", "cluster": "up"}), on="cluster", how="left")
-            .select("node", pl.min_horizontal("cluster", "up").alias("cluster"))
-            .sort("node")
-        )
-        if step["cluster"].equals(labels["cluster"]):
-            return step
-        labels = step
 
 
 def _pairs(keys: pl.DataFrame, rules: ResolutionRules) -> pl.DataFrame:
@@ -128,7 +118,7 @@ def _pairs(keys: pl.DataFrame, rules: ResolutionRules) -> pl.DataFrame:
     return (
         pl.concat([full, star])
         .with_columns(pl.col("rule").replace_strict(RULE_ORDER, return_dtype=pl.Int8).alias("order"))
-        .sort("order")
+        .sort("order", "a", "b")
         .unique(["a", "b"], keep="first", maintain_order=True)
         .drop("order")
     )
@@ -227,7 +217,7 @@ def _guard_chains(
     inside = edges.filter(pl.col("a").is_in(member_set) & pl.col("b").is_in(member_set))
     ordered = inside.with_columns(
         pl.col("rule").replace_strict(RULE_ORDER, return_dtype=pl.Int8).alias("order")
-    ).sort(["score", "order"], descending=[True, False])
+    ).sort(["score", "order", "a", "b"], descending=[True, False, False, False])
     parent = {n: n for n in member_set}
     holders: dict[int, list[int]] = {n: [n] if names.first[n] or names.last[n] else [] for n in member_set}
 

@@ -617,11 +617,31 @@ def _update_existing(session: Session, values: pl.DataFrame, landing: pl.DataFra
         "company_norm",
         "company_domain",
     ]
+    tenant = tenant_of(session)
+    if dialect_of(session) == "postgresql":
+        # one COPY into a temporary table and one UPDATE … FROM, not one statement per contact
+        conn = session.connection()
+        conn.exec_driver_sql(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS lead_fill (winner bigint, "
+            + ", ".join(f"{f} text" for f in fill)
+            + ") ON COMMIT DROP"
+        )
+        conn.exec_driver_sql("TRUNCATE lead_fill")
+        bulk.insert_frame(session, "lead_fill", rows.select("winner", *fill))
+        sets = ", ".join(f"{f} = COALESCE(c.{f}, t.{f})" for f in fill)
+        conn.execute(
+            text(
+                f"UPDATE contact c SET {sets}, updated_at = :now FROM lead_fill t "
+                "WHERE c.tenant_id = :t AND c.id = t.winner"
+            ),
+            {"now": now, "t": tenant},
+        )
+        return
     sets = ", ".join(f"{f} = COALESCE({f}, :{f})" for f in fill)
     params = rows.select(*fill, "winner").with_columns(pl.lit(now).alias("now")).to_dicts()
     session.connection().execute(
         text(f"UPDATE contact SET {sets}, updated_at = :now WHERE tenant_id = :t AND id = :winner"),
-        [{**p, "t": tenant_of(session)} for p in params],
+        [{**p, "t": tenant} for p in params],
     )
 
 
