@@ -9,7 +9,7 @@ import typer
 from crmctl.commands.common import AppContext, DryRunOption, FormatOption, app_context, example
 from crmctl.erasure.report import SUMMARY_COLUMNS, erasure_report
 from crmctl.erasure.requests import create_request
-from crmctl.erasure.run import ErasureOptions, preview_erasures, run_erasures
+from crmctl.erasure.run import BATCH_SIZE, ErasureOptions, preview_erasures, run_erasures
 from crmctl.errors import VerificationFailed
 from crmctl.output import OutputFormat
 
@@ -91,13 +91,16 @@ def run(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Also retry requests whose verification failed.")
     ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Requests per batch (one verification pass each).")
+    ] = BATCH_SIZE,
     dry_run: DryRunOption = False,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Process pending erasure requests (cron): erase, suppress, verify, keep the evidence."""
     app_ctx = app_context(ctx)
     db = app_ctx.database()
-    options = {"limit": limit, "retry_failed": retry_failed, "dry_run": dry_run}
+    options = {"limit": limit, "retry_failed": retry_failed, "batch_size": batch_size, "dry_run": dry_run}
     with app_ctx.job(db, "erasure run", options, dry_run=dry_run, lock="erasure-run") as record:
         if dry_run:
             preview = preview_erasures(db, _options(app_ctx), limit=limit)
@@ -109,7 +112,9 @@ def run(
                 columns=["request_id", "table", "action", "rows"],
             )
             return
-        result = run_erasures(db, _options(app_ctx), limit=limit, retry_failed=retry_failed)
+        result = run_erasures(
+            db, _options(app_ctx), limit=limit, retry_failed=retry_failed, batch_size=batch_size
+        )
         record.counts = {status: result.count(status) for status in ("completed", "no_match", "failed")}
     app_ctx.render_rows(
         [

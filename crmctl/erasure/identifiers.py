@@ -9,13 +9,28 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import phonenumbers
+import polars as pl
 
-try:
-    from crmctl.identity.normalize import email_key, phone_key
-except ImportError:  # pragma: no cover - temporary until crmctl.identity.normalize lands
-    from crmctl.erasure._normalize_fallback import email_key, phone_key
+from crmctl.identity.normalize import PLUS_TAG_DOMAINS, email_key, phone_key
 
-__all__ = ["email_key", "phone_digit_forms", "phone_key"]
+__all__ = ["email_key", "email_keys_of_tokens", "phone_digit_forms", "phone_key"]
+
+# Domains where email_key does more than lower-case a well-formed address (plus tags, Gmail dots).
+_REWRITTEN_DOMAINS = PLUS_TAG_DOMAINS | {"googlemail.com"}
+
+
+def email_keys_of_tokens(tokens: pl.Series) -> pl.Series:
+    """``email_key`` of address-shaped tokens found in text, vectorised for the common case.
+
+    For a token outside the rewritten domains, ``email_key`` is its lower-case form or None; a
+    lower-cased token that is not a valid key cannot equal any stored key, so lower-casing is
+    enough to *match* keys. Only tokens at rewriting providers go through ``email_key`` itself."""
+    lower = tokens.str.to_lowercase()
+    rewritten = lower.str.split("@").list.last().is_in(list(_REWRITTEN_DOMAINS))
+    if not rewritten.any():
+        return lower
+    exact = tokens.filter(rewritten).map_elements(email_key, return_dtype=pl.String, skip_nulls=True)
+    return lower.scatter(rewritten.arg_true(), exact)
 
 
 def phone_digit_forms(e164_numbers: Iterable[str]) -> set[str]:

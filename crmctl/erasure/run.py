@@ -24,7 +24,7 @@ from sqlmodel import Session
 from crmctl.db.engine import Database, tenant_of
 from crmctl.db.models import utcnow
 from crmctl.erasure.keys import pseudonym, require_key
-from crmctl.erasure.sql import chunks, execute, frame, in_list, insert, list_param
+from crmctl.erasure.sql import chunks, execute, frame, in_list, insert, list_param, tenant_unindexed
 from crmctl.erasure.subjects import identifier_values, identity_hashes, merge_hashes, merge_tree
 from crmctl.erasure.suppression import add_suppressions
 from crmctl.erasure.verify import find_identifiers
@@ -148,7 +148,7 @@ def load_states(session: Session, ids: list[int]) -> list[RequestState]:
     rows = execute(
         session,
         "SELECT id, status, contact_id, identity_hashes, evidence FROM erasure_request "
-        f"WHERE tenant_id = :tenant AND {in_list(session, 'id', 'ids')} ORDER BY id",
+        f"WHERE {tenant_unindexed(session)} AND {in_list(session, 'id', 'ids')} ORDER BY id",
         ids=list_param(session, ids),
     )
     return [RequestState(r[0], r[1], r[2], _json(r[3]) or {}, _json(r[4]) or {}) for r in rows.fetchall()]
@@ -171,7 +171,8 @@ def _linked(session: Session, target: Target, contacts: list[int], where: str = 
         return pl.DataFrame(schema=schema)
     selects = " UNION ALL ".join(
         f'SELECT id, {link} AS contact_id FROM "{target.table}" '
-        f"WHERE tenant_id = :tenant AND {in_list(session, link, 'contacts')} AND ({where})"
+        f"WHERE {tenant_unindexed(session) if link == 'id' else 'tenant_id = :tenant'} "
+        f"AND {in_list(session, link, 'contacts')} AND ({where})"
         for link in target.links
     )
     found = frame(session, selects, schema, contacts=list_param(session, contacts))
@@ -193,7 +194,7 @@ def _by_ids(session: Session, sql_head: str, table_ids: list[int]) -> None:
     for part in chunks(table_ids, 200_000):
         execute(
             session,
-            f"{sql_head} WHERE tenant_id = :tenant AND {in_list(session, 'id', 'ids')}",
+            f"{sql_head} WHERE {tenant_unindexed(session)} AND {in_list(session, 'id', 'ids')}",
             ids=list_param(session, list(part)),
         )
 
@@ -221,7 +222,7 @@ def _identify(
     if closure:
         edges = frame(
             session,
-            "SELECT id, merged_into_id FROM contact WHERE tenant_id = :tenant "
+            f"SELECT id, merged_into_id FROM contact WHERE {tenant_unindexed(session)} "
             f"AND {in_list(session, 'id', 'ids')} AND merged_into_id IS NOT NULL",
             {"id": pl.Int64, "merged_into_id": pl.Int64},
             ids=list_param(session, closure),
@@ -253,7 +254,7 @@ def _identify(
         session.connection().execute(
             text(
                 "UPDATE erasure_request SET identity_hashes = :hashes, evidence = :evidence "
-                "WHERE tenant_id = :tenant AND id = :id"
+                f"WHERE {tenant_unindexed(session)} AND id = :id"
             ),
             [{**u, "tenant": tenant_of(session)} for u in updates],
         )
@@ -278,7 +279,7 @@ def _pseudonymise(
                 "title = NULL, consent_evidence = NULL, field_provenance = NULL, "
                 "external_id = CASE WHEN external_id IS NULL THEN NULL ELSE CAST(:p_ AS VARCHAR) END, "
                 "erased_at = COALESCE(erased_at, :now), updated_at = :now "
-                "WHERE tenant_id = :tenant AND id = :id"
+                f"WHERE {tenant_unindexed(session)} AND id = :id"
             ),
             [{"p_": pseudonym(key, c), "now": now, "id": c, "tenant": tenant_of(session)} for c in contacts],
         )
@@ -316,7 +317,7 @@ def _rebuild_projections(
             session,
             "UPDATE contact SET last_interaction_at = (SELECT max(i.occurred_at) FROM interaction i "
             "WHERE i.tenant_id = contact.tenant_id AND i.contact_id = contact.id) "
-            f"WHERE tenant_id = :tenant AND {in_list(session, 'id', 'ids')}",
+            f"WHERE {tenant_unindexed(session)} AND {in_list(session, 'id', 'ids')}",
             ids=list_param(session, contacts),
         )
     return _per_request(owners.select(pl.col("contact_id").alias("id"), "contact_id"), owners)
@@ -355,7 +356,9 @@ STEPS: dict[str, Callable[[Session, list[RequestState], bytes, ErasureOptions], 
 # ---------------------------------------------------------------------------------------------
 
 
-def remaining_data(session: Session, states: list[RequestState], key: bytes) -> dict[int, dict[str, int]]:
+def remaining_data(
+    db: Database, session: Session, states: list[RequestState], key: bytes
+) -> dict[int, dict[str, int]]:
     """Per request, table -> rows still holding the person's data: rows linked to their contacts
     (indexes) and rows anywhere holding their emails or phones (one hashed pass per table)."""
     owners = _owners(states)
@@ -382,7 +385,7 @@ def remaining_data(session: Session, states: list[RequestState], key: bytes) -> 
         schema={"kind": pl.String, "hash": pl.String, "request_id": pl.Int64},
         orient="row",
     )
-    for request_id, table, rows in find_identifiers(session, key, lookup).iter_rows():
+    for request_id, table, rows in find_identifiers(db, key, lookup).iter_rows():
         note(table, {request_id: rows})
     return found
 
@@ -395,7 +398,7 @@ def _verify_and_finish(
         if not states:
             return []
         started = utcnow()
-        remaining = remaining_data(session, states, key)
+        remaining = remaining_data(db, session, states, key)
         finished = utcnow()
         step_counts = _step_counts(session, [s.id for s in states])
         today = finished.date()
@@ -443,7 +446,8 @@ def _verify_and_finish(
         session.connection().execute(
             text(
                 "UPDATE erasure_request SET status = :status, completed_at = :completed_at, "
-                "backups_rotate_out_by = :rotate, evidence = :evidence WHERE tenant_id = :tenant AND id = :id"
+                "backups_rotate_out_by = :rotate, evidence = :evidence "
+                f"WHERE {tenant_unindexed(session)} AND id = :id"
             ),
             updates,
         )
@@ -539,8 +543,10 @@ def run_erasures(
     limit: int | None = None,
     retry_failed: bool = False,
     request_ids: list[int] | None = None,
+    batch_size: int = BATCH_SIZE,
 ) -> RunResult:
-    """Process open requests (or ``request_ids``) in batches; returns one outcome per request."""
+    """Process open requests (or ``request_ids``) in batches of ``batch_size`` (one verification
+    pass each); returns one outcome per request."""
     key = require_key(options.erasure_key)
     selected = (
         request_ids
@@ -548,7 +554,7 @@ def run_erasures(
         else select_requests(db, limit=limit, retry_failed=retry_failed)
     )
     result = RunResult()
-    for batch in chunks(selected, BATCH_SIZE):
+    for batch in chunks(selected, batch_size):
         ids = list(batch)
         with db.session(write=True) as session:
             # failed ones are retried from verification: their earlier steps stand
@@ -560,7 +566,7 @@ def run_erasures(
             )
             execute(
                 session,
-                "UPDATE erasure_request SET status = 'running' WHERE tenant_id = :tenant "
+                f"UPDATE erasure_request SET status = 'running' WHERE {tenant_unindexed(session)} "
                 f"AND status IN ('pending', 'failed') AND {in_list(session, 'id', 'ids')}",
                 ids=list_param(session, ids),
             )

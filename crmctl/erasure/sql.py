@@ -22,6 +22,19 @@ def in_list(session: Session, column: str, param: str) -> str:
     return f"{column} IN (SELECT value FROM json_each(:{param}))"
 
 
+def unindexed(session: Session, column: str) -> str:
+    """``column`` in a form SQLite will not use an index for (see ``tenant_unindexed``)."""
+    return f"+{column}" if dialect_of(session) == "sqlite" else column
+
+
+def tenant_unindexed(session: Session) -> str:
+    """The tenant filter for queries that probe by primary key or scan a whole table.
+
+    SQLite would otherwise walk a (tenant_id, …) index over every row of the tenant (one tenant
+    is one index value) instead of probing the primary key; the unary plus stops that."""
+    return f"{unindexed(session, 'tenant_id')} = :tenant"
+
+
 def list_param(session: Session, values: Iterable[Any]) -> Any:
     items = list(values)
     return items if dialect_of(session) == "postgresql" else json.dumps(items)

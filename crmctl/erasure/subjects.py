@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from crmctl.erasure.identifiers import email_key, phone_digit_forms, phone_key
 from crmctl.erasure.keys import keyed_hash
-from crmctl.erasure.sql import execute, frame, in_list, list_param
+from crmctl.erasure.sql import execute, frame, in_list, list_param, tenant_unindexed, unindexed
 
 MAX_MERGE_DEPTH = 50
 
@@ -49,7 +49,7 @@ def merge_tree(session: Session, contact_ids: Iterable[int]) -> set[int]:
         by_id, by_parent = in_list(session, "id", "ids"), in_list(session, "merged_into_id", "ids")
         rows = execute(
             session,
-            f"SELECT merged_into_id FROM contact WHERE tenant_id = :tenant AND {by_id} "
+            f"SELECT merged_into_id FROM contact WHERE {tenant_unindexed(session)} AND {by_id} "
             "AND merged_into_id IS NOT NULL "
             f"UNION SELECT id FROM contact WHERE tenant_id = :tenant AND {by_parent}",
             ids=ids,
@@ -65,19 +65,20 @@ def identifier_values(session: Session, contact_ids: list[int], default_region: 
     if not contact_ids:
         return pl.DataFrame(schema={"contact_id": pl.Int64, "kind": pl.String, "value": pl.String})
     ids = list_param(session, contact_ids)
+    tenant_by_id = tenant_unindexed(session)
     schema = {"contact_id": pl.Int64, "kind": pl.String, "value": pl.String}
     parts = [
         frame(
             session,
             f"SELECT id AS contact_id, 'email' AS kind, email AS value FROM contact "
-            f"WHERE tenant_id = :tenant AND {in_list(session, 'id', 'ids')} AND email IS NOT NULL",
+            f"WHERE {tenant_unindexed(session)} AND {in_list(session, 'id', 'ids')} AND email IS NOT NULL",
             schema,
             ids=ids,
         ).with_columns(pl.col("value").map_elements(email_key, return_dtype=pl.String)),
         frame(
             session,
             f"SELECT id AS contact_id, 'phone' AS kind, phone AS value FROM contact "
-            f"WHERE tenant_id = :tenant AND {in_list(session, 'id', 'ids')} AND phone IS NOT NULL",
+            f"WHERE {tenant_unindexed(session)} AND {in_list(session, 'id', 'ids')} AND phone IS NOT NULL",
             schema,
             ids=ids,
         ).with_columns(
@@ -87,14 +88,14 @@ def identifier_values(session: Session, contact_ids: list[int], default_region: 
             session,
             f"""
             SELECT id AS contact_id, 'email' AS kind, email_norm AS value FROM contact
-            WHERE tenant_id = :tenant AND {in_list(session, "id", "ids")} AND email_norm IS NOT NULL
+            WHERE {tenant_by_id} AND {in_list(session, "id", "ids")} AND email_norm IS NOT NULL
             UNION ALL
             SELECT id, 'phone', phone_e164 FROM contact
-            WHERE tenant_id = :tenant AND {in_list(session, "id", "ids")} AND phone_e164 IS NOT NULL
+            WHERE {tenant_by_id} AND {in_list(session, "id", "ids")} AND phone_e164 IS NOT NULL
             UNION ALL
             SELECT contact_id, kind, value FROM contact_identifier
             WHERE tenant_id = :tenant AND {in_list(session, "contact_id", "ids")}
-              AND kind IN ('email', 'phone')
+              AND {unindexed(session, "kind")} IN ('email', 'phone')
             UNION ALL
             SELECT contact_id, 'email', email_norm FROM source_record
             WHERE tenant_id = :tenant AND {in_list(session, "contact_id", "ids")} AND email_norm IS NOT NULL

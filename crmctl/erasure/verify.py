@@ -14,6 +14,7 @@ verification is by email and phone; names are handled by the steps (pseudonymise
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +22,11 @@ import polars as pl
 from sqlalchemy import JSON, String, TypeDecorator
 from sqlmodel import Session
 
-from crmctl.db.engine import dialect_of
+from crmctl.db.engine import Database, dialect_of
 from crmctl.db.models import TENANT_TABLES
-from crmctl.erasure.identifiers import email_key
+from crmctl.erasure.identifiers import email_keys_of_tokens
 from crmctl.erasure.keys import hash_series
-from crmctl.erasure.sql import execute
+from crmctl.erasure.sql import execute, tenant_unindexed
 
 MACHINE_COLUMNS = frozenset(
     {"idempotency_key", "content_hash", "value_hash", "file_sha256", "version", "model_version"}
@@ -34,6 +35,8 @@ SKIPPED_COLUMNS = frozenset({"tenant_id", "identity_hashes"})  # the tenant name
 EMAIL_PATTERN = r"[A-Za-z0-9._%+'\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
 PHONE_PATTERN = r"\+?\d(?:[ ().\-/]{0,2}\d){5,16}"
 FETCH_ROWS = 100_000
+RANGE_ROWS = 500_000  # ids per unit of work on SQLite
+WORKERS = 2
 SEPARATOR = "\x1f"
 
 
@@ -78,23 +81,31 @@ def _sql(session: Session, target: ScanTarget) -> str:
             return f"concat_ws(chr(31), {', '.join(expr(c) for c in columns)})"
         return " || char(31) || ".join(f"coalesce({expr(c)}, '')" for c in columns)
 
-    def has_digits(e: str) -> str:
-        if pg:
-            return f"{e} ~ '[0-9]{{2}}.?[0-9]{{2}}'"
-        return f"({e} GLOB '*[0-9][0-9][0-9][0-9]*' OR {e} GLOB '*[0-9][0-9]?[0-9][0-9]*')"
-
-    predicates = [f"{expr(c)} LIKE '%@%'" for c in target.text_columns + target.key_columns]
-    predicates += [has_digits(expr(c)) for c in target.text_columns]
-    keys_with_at = joined(target.key_columns)
+    text_value, key_value = joined(target.text_columns), joined(target.key_columns)
+    # A cheap superset in SQL ('@' or a digit); the exact token patterns run in polars.
+    if pg:  # one regex over the joined text
+        predicates = [f"{text_value} ~ '[0-9@]'"] if target.text_columns else []
+        predicates += [f"strpos({key_value}, '@') > 0"] if target.key_columns else []
+    else:  # SQLite: per column (joining strings costs more than testing them)
+        predicates = [f"{expr(c)} GLOB '*[0-9@]*'" for c in target.text_columns]
+        predicates += [f"instr({expr(c)}, '@') > 0" for c in target.key_columns]
+    keys_at = (
+        f"CASE WHEN instr({key_value}, '@') > 0 THEN {key_value} END"
+        if not pg
+        else (f"CASE WHEN strpos({key_value}, '@') > 0 THEN {key_value} END")
+    )
     return (
-        f"SELECT {joined(target.text_columns)} AS text_value, "
-        f"CASE WHEN {keys_with_at} LIKE '%@%' THEN {keys_with_at} END AS key_value "
-        f'FROM "{target.table}" WHERE tenant_id = :tenant AND ({" OR ".join(predicates)})'
+        f"SELECT {text_value} AS text_value, {keys_at if target.key_columns else 'NULL'} AS key_value "
+        f'FROM "{target.table}" WHERE {tenant_unindexed(session)} AND ({" OR ".join(predicates)})'
     )
 
 
-def _chunks(session: Session, target: ScanTarget) -> Iterator[pl.DataFrame]:
-    result = execute(session, _sql(session, target))
+def _chunks(session: Session, target: ScanTarget, id_range: tuple[int, int] | None) -> Iterator[pl.DataFrame]:
+    sql = _sql(session, target)
+    if id_range is not None:
+        sql += " AND id > :low AND id <= :high"
+    low, high = id_range or (0, 0)
+    result = execute(session, sql, low=low, high=high)
     while rows := result.fetchmany(FETCH_ROWS):
         yield pl.DataFrame(
             rows, schema={"text_value": pl.String, "key_value": pl.String}, orient="row"
@@ -114,9 +125,7 @@ def _hits(chunk: pl.DataFrame, key: bytes, lookup: pl.DataFrame) -> pl.DataFrame
         .drop_nulls("token")
     )
     distinct = emails.select(pl.col("token").unique())
-    distinct = distinct.with_columns(
-        pl.col("token").map_elements(email_key, return_dtype=pl.String, skip_nulls=True).alias("norm")
-    )
+    distinct = distinct.with_columns(email_keys_of_tokens(distinct["token"]).alias("norm"))
     distinct = distinct.with_columns(hash_series(key, "email", distinct["norm"]).alias("hash"))
     email_hits = emails.join(distinct, on="token").join(lookup.filter(pl.col("kind") == "email"), on="hash")
     phones = (
@@ -141,27 +150,56 @@ def _hits(chunk: pl.DataFrame, key: bytes, lookup: pl.DataFrame) -> pl.DataFrame
     ).unique()
 
 
-def find_identifiers(session: Session, key: bytes, lookup: pl.DataFrame) -> pl.DataFrame:
-    """Rows still holding a batch's identifiers: (request_id, table, rows).
+def _tasks(db: Database) -> list[tuple[ScanTarget, tuple[int, int] | None]]:
+    """Units of work: whole tables, and on SQLite large tables cut into id ranges so both cores
+    scan (PostgreSQL parallelises a sequential scan by itself)."""
+    tasks: list[tuple[ScanTarget, tuple[int, int] | None]] = []
+    with db.session() as session:
+        for target in scan_targets():
+            if db.is_postgresql:
+                tasks.append((target, None))
+                continue
+            low, high = execute(
+                session, f'SELECT min(id), max(id) FROM "{target.table}" WHERE {tenant_unindexed(session)}'
+            ).one()
+            if low is None:
+                continue
+            tasks += [(target, (start, start + RANGE_ROWS)) for start in range(low - 1, high, RANGE_ROWS)]
+    return tasks
 
-    ``lookup``: (kind, hash, request_id) with kinds ``email`` and ``phone_digits``."""
-    found: list[pl.DataFrame] = []
-    lookup = lookup.select("kind", "hash", pl.col("request_id").cast(pl.Int64))
-    if lookup.height == 0:
-        return _empty()
-    for target in scan_targets():
-        for chunk in _chunks(session, target):
+
+def _scan(
+    db: Database, target: ScanTarget, id_range: tuple[int, int] | None, key: bytes, lookup: pl.DataFrame
+) -> pl.DataFrame:
+    found = []
+    with db.session() as session:
+        for chunk in _chunks(session, target, id_range):
             hits = _hits(chunk, key, lookup)
             if hits.height:
-                found.append(
-                    hits.group_by("request_id")
-                    .agg(pl.len().alias("rows"))
-                    .with_columns(pl.lit(target.table).alias("table"))
-                )
+                found.append(hits.group_by("request_id").agg(pl.len().alias("rows")))
     if not found:
         return _empty()
     return (
         pl.concat(found)
+        .with_columns(pl.lit(target.table).alias("table"))
+        .select("request_id", "table", pl.col("rows").cast(pl.Int64))
+    )
+
+
+def find_identifiers(
+    db: Database, key: bytes, lookup: pl.DataFrame, *, workers: int = WORKERS
+) -> pl.DataFrame:
+    """Rows still holding a batch's identifiers: (request_id, table, rows).
+
+    ``lookup``: (kind, hash, request_id) with kinds ``email`` and ``phone_digits``. Reads committed
+    data on connections of its own, ``workers`` at a time."""
+    lookup = lookup.select("kind", "hash", pl.col("request_id").cast(pl.Int64))
+    if lookup.height == 0:
+        return _empty()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        found = list(pool.map(lambda task: _scan(db, task[0], task[1], key, lookup), _tasks(db)))
+    return (
+        pl.concat([_empty(), *found])
         .group_by("request_id", "table")
         .agg(pl.col("rows").sum().cast(pl.Int64))
         .select("request_id", "table", "rows")

@@ -26,7 +26,7 @@ LINKS = {  # table -> contact-id columns that tie a row to a person
 LOGS = {"erasure_request", "erasure_step", "suppression", "audit_event"}
 
 
-def _columns(db: Database, table: str) -> list[str]:
+def _columns(table: str) -> list[str]:
     from crmctl.db.models import TENANT_TABLES
 
     return next([c.name for c in m.__table__.columns] for m in TENANT_TABLES if m.__tablename__ == table)
@@ -35,7 +35,7 @@ def _columns(db: Database, table: str) -> list[str]:
 def _linked_rows(db: Database, before: dict, contact_ids: set[int]) -> set[tuple[str, int]]:
     touched = set()
     for table, links in LINKS.items():
-        cols = _columns(db, table)
+        cols = _columns(table)
         for row_id, row in before[table].items():
             if any(row[cols.index(link)] in contact_ids for link in links):
                 touched.add((table, row_id))
@@ -100,7 +100,7 @@ def test_erasure_by_email_erases_the_person_everywhere_and_nobody_else(cli: Cli,
         assert secret.lower() not in person_text.lower()
     for table in ("interaction", "product_usage", "health_signal", "contact_identifier"):
         assert not [i for (t, i) in touched if t == table and i in after[table]]
-    contact_cols = _columns(db, "contact")
+    contact_cols = _columns("contact")
     for cid in subjects:
         row = dict(zip(contact_cols, after["contact"][cid], strict=True))
         assert row["erased_at"] is not None and row["email"].startswith("erased-")

@@ -4,8 +4,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crmctl.db.engine import Database
+from crmctl.erasure.identifiers import email_key, email_keys_of_tokens
 from crmctl.erasure.keys import MissingErasureKey, keyed_hash, require_key
 from crmctl.erasure.suppression import add_suppressions, find_suppressed
+from crmctl.erasure.verify import EMAIL_PATTERN as EMAIL_TOKEN
 
 KEY = "a-test-key-that-is-long-enough"
 
@@ -56,3 +58,23 @@ def test_without_key_empty_list_passes_and_non_empty_list_refuses(db: Database) 
     _list(db, "email", "a@example.com")
     with db.session() as session, pytest.raises(MissingErasureKey):
         find_suppressed(session, key=None, emails=emails, phones=phones)
+
+
+@given(st.lists(st.from_regex(EMAIL_TOKEN, fullmatch=True), min_size=1, max_size=20))
+def test_fast_token_keys_match_email_key_wherever_it_gives_a_key(tokens: list[str]) -> None:
+    fast = email_keys_of_tokens(pl.Series(tokens, dtype=pl.String)).to_list()
+    for token, key in zip(tokens, fast, strict=True):
+        exact = email_key(token)
+        if exact is not None:
+            assert key == exact
+        else:  # a token email_key rejects must not look like any valid key
+            assert key is None or email_key(key) != key
+
+
+def test_fast_token_keys_apply_provider_rules() -> None:
+    tokens = pl.Series(["J.Doe+news@GoogleMail.com", "Jo.Doe+x@Example.COM", "a.b@gmail.com"])
+    assert email_keys_of_tokens(tokens).to_list() == [
+        "jdoe@gmail.com",
+        "jo.doe+x@example.com",
+        "ab@gmail.com",
+    ]
