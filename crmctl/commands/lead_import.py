@@ -12,6 +12,7 @@ from crmctl.errors import RejectRateExceeded, UsageError
 from crmctl.identity import history
 from crmctl.identity.rules import load_rules
 from crmctl.importers.leads import LeadImportOptions, import_leads
+from crmctl.importers.reader import DEFAULT_BATCH_ROWS
 from crmctl.output import OutputFormat
 
 sources_app = typer.Typer(help="What each imported row resolved to.", no_args_is_help=True)
@@ -54,6 +55,9 @@ def leads(
             "--allow-suppressed", help="Import suppressed people when the row carries consent evidence."
         ),
     ] = False,
+    batch_rows: Annotated[
+        int, typer.Option("--batch-rows", min=1, help="Rows per batch; each batch commits on its own.")
+    ] = DEFAULT_BATCH_ROWS,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Import lead files, match every row against the file and the database, merge duplicates."""
@@ -77,6 +81,7 @@ def leads(
         allow_suppressed=allow_suppressed,
         erasure_key=settings.erasure_key,
         actor=settings.actor,
+        batch_rows=batch_rows,
     )
     audit_options = {
         "files": [f.name for f in files],
