@@ -31,6 +31,16 @@ SCALES = {
         tickets=5_000,
         usage_weeks=4,
     ),
+    # A tenth of the issue's size, for a run that finishes on a busy machine.
+    "tenth": GraphSizes(
+        accounts=10_000,
+        contacts=50_000,
+        deals=100_000,
+        stage_changes=500_000,
+        interactions=1_000_000,
+        tickets=0,
+        usage_weeks=0,
+    ),
     "full": GraphSizes(
         accounts=100_000,
         contacts=500_000,
@@ -65,6 +75,8 @@ def _files(scale: str) -> dict[str, Any]:
 
 
 def run(scale: str) -> dict[str, Any]:
+    """``small`` / ``full`` from ``python -m benchmarks``; ``tenth`` via
+    ``python -c "from benchmarks.bench_migration import run; print(run('tenth'))"``."""
     files = _files(scale)
     db_path = Path("bench-data") / f"migration-{scale}.db"
     for suffix in ("", "-wal", "-shm"):

@@ -76,8 +76,8 @@ def _add_exchange_rates(db: Database, as_of: date) -> None:
     with db.session(write=True) as session:
         stored = sql_frame(
             session,
-            "SELECT base, currency, day FROM exchange_rate WHERE tenant_id = :tenant",
-            {"base": pl.String, "currency": pl.String, "day": pl.Date},
-        )
+            "SELECT base, currency, CAST(day AS TEXT) AS day FROM exchange_rate WHERE tenant_id = :tenant",
+            {"base": pl.String, "currency": pl.String, "day": pl.String},
+        ).with_columns(pl.col("day").str.slice(0, 10).str.to_date())
         fresh = rates.join(stored, on=["base", "currency", "day"], how="anti")
         insert_frame(session, "exchange_rate", fresh.with_columns(pl.lit(db.tenant).alias("tenant_id")))
