@@ -298,7 +298,20 @@ class StageChange(TenantTable, table=True):
     __tablename__ = "stage_change"
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_stage_change_key"),
-        Index("ix_stage_change_tenant_deal_at", "tenant_id", "deal_id", "changed_at"),
+        # Covering for the reports' per-deal history scans (as-of state, stage entry, funnel): they
+        # read the index in deal order and never touch the table (issue 5).
+        Index(
+            "ix_stage_change_tenant_deal_at",
+            "tenant_id",
+            "deal_id",
+            "changed_at",
+            "id",
+            "to_stage_id",
+            "from_stage_id",
+            "amount_cents",
+            "currency",
+            "close_date",
+        ),
         Index("ix_stage_change_tenant_at", "tenant_id", "changed_at"),
     )
 

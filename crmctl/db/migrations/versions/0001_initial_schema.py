@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 19:39:01.106445
+Create Date: 2026-11-22 19:53:33.187271
 """
 
 from collections.abc import Sequence
@@ -739,7 +739,19 @@ def upgrade() -> None:
     with op.batch_alter_table("stage_change", schema=None) as batch_op:
         batch_op.create_index("ix_stage_change_tenant_at", ["tenant_id", "changed_at"], unique=False)
         batch_op.create_index(
-            "ix_stage_change_tenant_deal_at", ["tenant_id", "deal_id", "changed_at"], unique=False
+            "ix_stage_change_tenant_deal_at",
+            [
+                "tenant_id",
+                "deal_id",
+                "changed_at",
+                "id",
+                "to_stage_id",
+                "from_stage_id",
+                "amount_cents",
+                "currency",
+                "close_date",
+            ],
+            unique=False,
         )
 
     op.create_table(

@@ -1,0 +1,1 @@
+"""Pipelines and pipeline reports (issue 5)."""
