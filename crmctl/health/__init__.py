@@ -1,0 +1,1 @@
+"""Account health scoring: models, signals, scores, explanations (issue 6)."""

@@ -268,6 +268,9 @@ def score(db: Database, model: HealthModel, as_of: date, *, actor: str, dry_run:
     timings: dict[str, float] = {}
     started = time.perf_counter()
     with db.session() as session:
+        if db.is_postgresql:
+            # the per-account aggregates (DISTINCT ones included) sort: keep those sorts in memory
+            session.execute(text("SET LOCAL work_mem = '256MB'"))
         window = Window.of(as_of, session)
         accounts = _accounts(session, window)
         raw = raw_signals(session, model, accounts, window)
