@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from crmctl.commands.common import AppContext, DryRunOption, FormatOption, app_context, example
+from crmctl.commands.common import AppContext, DryRunOption, FormatOption, YesOption, app_context, example
+from crmctl.erasure.replay import completed_in_database, read_log, replay_erasures
 from crmctl.erasure.report import SUMMARY_COLUMNS, erasure_report
 from crmctl.erasure.requests import create_request
+from crmctl.erasure.retention import apply_retention
 from crmctl.erasure.run import BATCH_SIZE, ErasureOptions, preview_erasures, run_erasures
 from crmctl.errors import VerificationFailed
 from crmctl.output import OutputFormat
@@ -193,3 +196,78 @@ def report(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
         )
         return
     app_ctx.render_rows(rows, fmt, meta={"requests": len(rows)})
+
+
+@app.command(
+    epilog=example(
+        "crmctl erasure replay --log erasure-log.json --dry-run",
+        "crmctl erasure replay --log erasure-log.json --yes",
+        "crmctl erasure replay --yes   # re-apply the completed requests recorded in this database",
+    )
+)
+def replay(
+    ctx: typer.Context,
+    log: Annotated[
+        Path | None,
+        typer.Option("--log", help="A saved 'erasure report --format json' (kept outside the backups)."),
+    ] = None,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Re-apply every completed erasure after restoring a backup taken before them."""
+    app_ctx = app_context(ctx)
+    db = app_ctx.database()
+    items = read_log(log) if log is not None else completed_in_database(db)
+    if not dry_run and items:
+        app_ctx.confirm(f"Erase again the people of {len(items)} completed request(s)?", yes=yes)
+    options = {"log": str(log) if log else None, "dry_run": dry_run}
+    with app_ctx.job(db, "erasure replay", options, dry_run=dry_run, lock="erasure-run") as record:
+        planned, result = replay_erasures(db, _options(app_ctx), items, dry_run=dry_run)
+        record.counts = {"replayed": len(planned), "completed": result.count("completed")}
+    status = {o.request_id: o.status for o in result.outcomes}
+    rows = [{**p, "status": status.get(p.get("request_id"), "planned")} for p in planned]
+    app_ctx.render_rows(
+        rows, fmt, title="Erasure replay", columns=["replay_of", "request_id", "contacts", "status"]
+    )
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        raise VerificationFailed(
+            f"{len(failed)} replayed erasure(s) failed verification.",
+            hint="See 'crmctl erasure status ID' for where data remains.",
+        )
+
+
+@retention_app.command(
+    "run", epilog=example("crmctl retention run --dry-run", "crmctl retention run --format json")
+)
+def retention_run(
+    ctx: typer.Context, dry_run: DryRunOption = False, fmt: FormatOption = OutputFormat.table
+) -> None:
+    """Apply retention policies: li-<N>m without interaction → pseudonymise; consent withdrawn →
+    erasure request (processed by the next 'erasure run')."""
+    app_ctx = app_context(ctx)
+    db = app_ctx.database()
+    with app_ctx.job(
+        db, "retention run", {"dry_run": dry_run}, dry_run=dry_run, lock="retention-run"
+    ) as record:
+        result = apply_retention(db, key=app_ctx.settings.erasure_key, dry_run=dry_run)
+        record.counts = {
+            "pseudonymised": result.count("pseudonymise"),
+            "erasure_requests": result.count("erasure request"),
+        }
+    for policy, n in sorted(result.unknown_policies.items()):
+        app_ctx.warn(
+            f"{n} contact(s) have the unknown retention policy '{policy}' (expected li-<N>m); skipped."
+        )
+    verb = "would be" if dry_run else "were"
+    app_ctx.render_rows(
+        result.actions,
+        fmt,
+        title="Retention run" + (" (dry run)" if dry_run else ""),
+        columns=["contact_id", "policy", "action"],
+    )
+    app_ctx.message(
+        f"{result.count('pseudonymise')} contact(s) {verb} pseudonymised; "
+        f"{result.count('erasure request')} erasure request(s) {verb} recorded."
+    )

@@ -22,8 +22,8 @@ from crmctl.errors import ConfigError
 MIN_KEY_LENGTH = 16
 DIGEST_BYTES = 16  # 128-bit tags: collisions are not a practical concern at CRM sizes
 KEY_HINT = (
-    "Set erasure_key for this tenant in crmctl.toml ([tenants.NAME] erasure_key = ...) or "
-    "CRMCTL_ERASURE_KEY, e.g. from: python -c 'import secrets; print(secrets.token_urlsafe(32))'."
+    "Set erasure_key in the tenant's section of crmctl.toml (tenants.NAME) or CRMCTL_ERASURE_KEY, "
+    "e.g. from: python -c 'import secrets; print(secrets.token_urlsafe(32))'."
 )
 
 

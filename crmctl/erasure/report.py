@@ -34,7 +34,8 @@ def erasure_report(session: Session, request_id: int | None = None) -> list[dict
     requests = execute(
         session,
         "SELECT id, status, contact_id, requested_at, requestor, reason, completed_at, "
-        f"backups_rotate_out_by, evidence FROM erasure_request WHERE tenant_id = :tenant{where} ORDER BY id",
+        "backups_rotate_out_by, evidence, identity_hashes "
+        f"FROM erasure_request WHERE tenant_id = :tenant{where} ORDER BY id",
         request_id=request_id,
     ).fetchall()
     if request_id is not None and not requests:
@@ -52,7 +53,18 @@ def erasure_report(session: Session, request_id: int | None = None) -> list[dict
         )
     order = {name: i for i, name in enumerate(STEP_NAMES)}
     out = []
-    for rid, status, contact_id, requested, requestor, reason, completed, rotate, evidence in requests:
+    for (
+        rid,
+        status,
+        contact_id,
+        requested,
+        requestor,
+        reason,
+        completed,
+        rotate,
+        evidence,
+        hashes,
+    ) in requests:
         evidence = _json(evidence) or {}
         verification = evidence.get("verification") or {}
         out.append(
@@ -68,6 +80,10 @@ def erasure_report(session: Session, request_id: int | None = None) -> list[dict
                 "verified": verification.get("passed"),
                 "remaining": verification.get("remaining", {}),
                 "backups_rotate_out_by": rotate,
+                "replay_of": evidence.get("replay_of"),
+                # what 'erasure replay --log' needs: ids and keyed hashes, never values
+                "contact_ids": evidence.get("contact_ids", evidence.get("matched_contact_ids", [])),
+                "identity_hashes": _json(hashes) or {},
                 "steps": sorted(steps.get(rid, []), key=lambda s: order.get(s["name"], 99)),
             }
         )

@@ -261,30 +261,46 @@ def _identify(
     return counts
 
 
+def pseudonymise_contacts(session: Session, key: bytes, contact_ids: list[int]) -> int:
+    """Replace every personal field of the contacts by a keyed hash of the contact id, set
+    ``erased_at``; the row stays so foreign keys and aggregates hold. Returns contacts changed."""
+    if not contact_ids:
+        return 0
+    now = utcnow()
+    session.connection().execute(
+        text(
+            "UPDATE contact SET first_name = CAST(:p_ AS VARCHAR), last_name = CAST(:p_ AS VARCHAR), "
+            "full_name = CAST(:p_ AS VARCHAR), email = CAST(:p_ AS VARCHAR), "
+            "phone = CASE WHEN phone IS NULL THEN NULL ELSE CAST(:p_ AS VARCHAR) END, "
+            "first_name_norm = NULL, last_name_norm = NULL, email_norm = NULL, phone_e164 = NULL, "
+            "phone_ext = NULL, title = NULL, consent_evidence = NULL, field_provenance = NULL, "
+            "external_id = CASE WHEN external_id IS NULL THEN NULL ELSE CAST(:p_ AS VARCHAR) END, "
+            "erased_at = COALESCE(erased_at, :now), updated_at = :now "
+            f"WHERE {tenant_unindexed(session)} AND id = :id"
+        ),
+        [{"p_": pseudonym(key, c), "now": now, "id": c, "tenant": tenant_of(session)} for c in contact_ids],
+    )
+    return len(contact_ids)
+
+
+def delete_identifiers(session: Session, contact_ids: list[int]) -> pl.DataFrame:
+    """Delete every identifier (email, phone, helpdesk id, …) of the contacts; returns the rows
+    deleted as (id, contact_id)."""
+    (target,) = TARGETS["pseudonymise"]
+    linked = _linked(session, target, contact_ids)
+    if linked.height:
+        _by_ids(session, f'DELETE FROM "{target.table}"', linked["id"].to_list())
+    return linked
+
+
 def _pseudonymise(
     session: Session, todo: list[RequestState], key: bytes, options: ErasureOptions
 ) -> dict[int, int]:
-    """Replace every personal field of the contacts by a keyed hash of the contact id; keep the row."""
     owners = _owners(todo)
     contacts = owners["contact_id"].to_list()
-    now = utcnow()
-    if contacts:
-        session.connection().execute(
-            text(
-                "UPDATE contact SET first_name = CAST(:p_ AS VARCHAR), last_name = CAST(:p_ AS VARCHAR), "
-                "full_name = CAST(:p_ AS VARCHAR), email = CAST(:p_ AS VARCHAR), "
-                "phone = CASE WHEN phone IS NULL THEN NULL ELSE CAST(:p_ AS VARCHAR) END, "
-                "first_name_norm = NULL, "
-                "last_name_norm = NULL, email_norm = NULL, phone_e164 = NULL, phone_ext = NULL, "
-                "title = NULL, consent_evidence = NULL, field_provenance = NULL, "
-                "external_id = CASE WHEN external_id IS NULL THEN NULL ELSE CAST(:p_ AS VARCHAR) END, "
-                "erased_at = COALESCE(erased_at, :now), updated_at = :now "
-                f"WHERE {tenant_unindexed(session)} AND id = :id"
-            ),
-            [{"p_": pseudonym(key, c), "now": now, "id": c, "tenant": tenant_of(session)} for c in contacts],
-        )
+    pseudonymise_contacts(session, key, contacts)
     counts = _per_request(owners.select(pl.col("contact_id").alias("id"), "contact_id"), owners)
-    return _add(counts, _apply_targets(session, "pseudonymise", todo))
+    return _add(counts, _per_request(delete_identifiers(session, contacts), owners))
 
 
 def _apply_targets(session: Session, step: str, todo: list[RequestState]) -> dict[int, int]:
@@ -442,7 +458,9 @@ def _verify_and_finish(
             )
             rows_changed = sum(v for k, v in counts.items() if k not in ("identify", "suppress", "verify"))
             outcomes.append(RequestOutcome(state.id, status, len(state.subjects), rows_changed, left))
-        _record_steps(session, steps)
+        # the verify step is recorded once it passes (erasure_step is append-only); a failed
+        # verification lives in the request's evidence until a retry passes
+        _record_steps(session, [step for step in steps if step["outcome"] == "ok"])
         session.connection().execute(
             text(
                 "UPDATE erasure_request SET status = :status, completed_at = :completed_at, "
@@ -558,12 +576,6 @@ def run_erasures(
         ids = list(batch)
         with db.session(write=True) as session:
             # failed ones are retried from verification: their earlier steps stand
-            execute(
-                session,
-                f"DELETE FROM erasure_step WHERE tenant_id = :tenant AND name = 'verify' "
-                f"AND outcome = 'failed' AND {in_list(session, 'request_id', 'ids')}",
-                ids=list_param(session, ids),
-            )
             execute(
                 session,
                 f"UPDATE erasure_request SET status = 'running' WHERE {tenant_unindexed(session)} "

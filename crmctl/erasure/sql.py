@@ -56,8 +56,8 @@ def frame(session: Session, sql: str, schema: dict[str, Any] | None = None, **pa
     return pl.DataFrame(rows, schema={c: schema[c] for c in columns}, orient="row")
 
 
-def insert(session: Session, table: str, rows: pl.DataFrame) -> int:
-    """Insert a frame inside the session's transaction.
+def insert(session: Session, table: str, rows: pl.DataFrame, json_columns: Sequence[str] = ()) -> int:
+    """Insert a frame inside the session's transaction; ``json_columns`` hold JSON text.
 
     PostgreSQL refuses COPY into tables under row-level security, so there one INSERT … SELECT
     from ``json_populate_recordset`` carries the whole frame (the policy's WITH CHECK applies)."""
@@ -72,8 +72,12 @@ def insert(session: Session, table: str, rows: pl.DataFrame) -> int:
         if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
     )
     payload = ready.write_json()
+    # a JSON column arrives as a JSON string holding the text: unwrap it, then parse it
+    selected = ", ".join(
+        f"(\"{c}\" #>> '{{}}')::jsonb" if c in json_columns else f'"{c}"' for c in rows.columns
+    )
     session.connection().exec_driver_sql(
-        f'INSERT INTO "{table}" ({columns}) SELECT {columns} '
+        f'INSERT INTO "{table}" ({columns}) SELECT {selected} '
         f'FROM json_populate_recordset(NULL::"{table}", %s::json)',
         (payload,),
     )
