@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from crmctl.commands.common import DryRunOption, FormatOption, app_context, example
+from crmctl.commands.common import DryRunOption, FormatOption, YesOption, app_context, example
 from crmctl.errors import RejectRateExceeded, UsageError
 from crmctl.identity import history
 from crmctl.identity.rules import load_rules
@@ -231,6 +231,70 @@ def runs_show(
         rows.write_csv(results)
         summary["results_file"] = str(results)
     app.render_mapping(summary, fmt, title=f"Import run {run_id}")
+
+
+@runs_app.command("undo", epilog=example("crmctl imports undo 3 --yes"))
+def runs_undo(
+    ctx: typer.Context,
+    run_id: Annotated[int, typer.Argument(help="Import run id.")],
+    yes: YesOption = False,
+    dry_run: DryRunOption = False,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Take a whole import run back: the contacts it created, its records, its merges and fills."""
+    from crmctl.identity.undo import undo_run
+
+    app = app_context(ctx)
+    db = app.database()
+    if not dry_run:
+        app.confirm(f"Undo import run {run_id}?", yes=yes)
+    with app.job(
+        db, "imports undo", {"run": run_id}, dry_run=dry_run, lock="import", lock_wait_seconds=None
+    ) as rec:
+        with db.session(write=True) as session:
+            result = undo_run(session, run_id, actor=app.settings.actor)
+            if dry_run:
+                session.rollback()
+        rec.counts.update({"source_records_removed": result.source_records_removed})
+    app.render_mapping(
+        {"dry_run": dry_run, **result.__dict__},
+        fmt,
+        title=f"Import run {run_id} undone" + (" (dry run)" if dry_run else ""),
+    )
+
+
+def _decide(ctx: typer.Context, item_id: int, accept: bool, fmt: OutputFormat) -> None:
+    from crmctl.identity.undo import decide_review
+
+    app = app_context(ctx)
+    db = app.database()
+    command = "review accept" if accept else "review reject"
+    with (
+        app.job(db, command, {"item": item_id}, lock="import", lock_wait_seconds=None),
+        db.session(write=True) as session,
+    ):
+        result = decide_review(session, item_id, accept=accept, actor=app.settings.actor)
+    app.render_mapping(result, fmt, title=f"Review item {item_id}")
+
+
+@review_app.command("accept", epilog=example("crmctl review accept 7"))
+def review_accept(
+    ctx: typer.Context,
+    item_id: Annotated[int, typer.Argument(help="Review item id.")],
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Same person: merge the two contacts (a merge decision records it)."""
+    _decide(ctx, item_id, True, fmt)
+
+
+@review_app.command("reject", epilog=example("crmctl review reject 7"))
+def review_reject(
+    ctx: typer.Context,
+    item_id: Annotated[int, typer.Argument(help="Review item id.")],
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Different people: keep the two contacts apart."""
+    _decide(ctx, item_id, False, fmt)
 
 
 def register_top_level_commands(app: typer.Typer) -> None:

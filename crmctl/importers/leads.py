@@ -39,6 +39,11 @@ from crmctl.importers.reader import (
 )
 
 PROBE_CHUNK = 2_000
+# fields of an existing contact that a merged record may fill when they are empty
+FILL_FIELDS = (
+    "first_name", "last_name", "full_name", "email", "phone", "title", "company", "country",
+    "first_name_norm", "last_name_norm", "email_norm", "phone_e164", "company_norm", "company_domain",
+)  # fmt: skip
 CONTACT_FIELDS = (
     "first_name",
     "last_name",
@@ -549,8 +554,9 @@ def _write(
             pl.lit(now).alias("created_at"),
         ),
     )
-    _update_existing(session, contact_values, landing, now)
+    # decisions first: they keep the existing contacts' fields as they were before the fill (undo)
     _merge_decisions(session, recs, contacts, clusters, landing, resolution, run_id, options, counts, now)
+    _update_existing(session, contact_values, landing, now)
     _review_items(session, recs, contacts, clusters, target, resolution, run_id, now)
 
 
@@ -686,20 +692,11 @@ def _merge_decisions(
     contact_rows = (
         _select_in(
             session,
-            "SELECT id, email, phone, first_name, last_name, company, merged_into_id FROM contact "
-            "WHERE tenant_id = :t AND {cond}",
+            f"SELECT id, {', '.join(FILL_FIELDS)} FROM contact WHERE tenant_id = :t AND {{cond}}",
             "id",
             contacts["contact_id"].to_list(),
             {"t": tenant},
-            {
-                "contact_id": pl.Int64,
-                "email": pl.String,
-                "phone": pl.String,
-                "first_name": pl.String,
-                "last_name": pl.String,
-                "company": pl.String,
-                "merged_into_id": pl.Int64,
-            },
+            {"contact_id": pl.Int64, **dict.fromkeys(FILL_FIELDS, pl.String)},
         )
         if contacts.height
         else None
@@ -732,6 +729,15 @@ def _merge_decisions(
         .join(by_cluster, on="cluster")
         .join(landing.select("cluster", "all_contacts"), on="cluster", how="left")
     )
+    before_schema = {"winner": pl.Int64, "before": pl.String}
+    before = (
+        contact_rows.select(
+            pl.col("contact_id").alias("winner"), pl.struct(*FILL_FIELDS).struct.json_encode().alias("before")
+        )
+        if contact_rows is not None and contact_rows.height
+        else pl.DataFrame(schema=before_schema)
+    )
+    decisions = decisions.join(before, on="winner", how="left")
     ids = bulk.allocate_ids(session, "merge_decision", decisions.height)
     frame = decisions.with_columns(pl.Series("id", ids, dtype=pl.Int64)).select(
         "id",
@@ -744,10 +750,31 @@ def _merge_decisions(
         _json_list("sr_ids").alias("source_record_ids"),
         pl.struct(pl.col("levels").alias("edges")).struct.json_encode().alias("levels"),
         _json_list("candidate").alias("candidates"),
+        "before",
         pl.lit(options.actor).alias("actor"),
         pl.lit(now).alias("created_at"),
     )
     bulk.insert_frame(session, "merge_decision", frame)
+    # clusters holding two or more existing contacts: one contact decision per younger contact
+    merged = frame.join(
+        decisions.select("winner", "all_contacts")
+        .explode("all_contacts")
+        .rename({"winner": "winner_contact_id"}),
+        on="winner_contact_id",
+    ).filter(pl.col("all_contacts").is_not_null() & (pl.col("all_contacts") != pl.col("winner_contact_id")))
+    if merged.height:
+        merged = merged.unique("all_contacts", keep="first", maintain_order=True)
+        contact_ids = bulk.allocate_ids(session, "merge_decision", merged.height)
+        bulk.insert_frame(
+            session,
+            "merge_decision",
+            merged.with_columns(
+                pl.Series("id", contact_ids, dtype=pl.Int64),
+                pl.lit("contact").alias("kind"),
+                pl.col("all_contacts").alias("loser_contact_id"),
+                pl.lit(None, dtype=pl.String).alias("before"),
+            ).drop("all_contacts"),
+        )
     # clusters holding two or more existing contacts: the younger ones merge into the oldest
     multi = landing.filter(pl.col("all_contacts").list.len() > 1)
     if multi.height:

@@ -169,3 +169,48 @@ def test_generated_sources_resolve_accurately(cli, tmp_path: Path) -> None:
     true_pos = pairs("person_id", "contact_id")
     assert true_pos / pairs("contact_id") >= 0.98
     assert true_pos / pairs("person_id") >= 0.7
+
+
+def test_undo_run_and_review_decisions(cli, tmp_path: Path) -> None:
+    web = _write(tmp_path, "web.csv", WEB)
+    dialler = _write(tmp_path, "dialler.csv", DIALLER)
+    cli("import", "leads", str(web), "--source", "web_form", "--id-column", "Submission ID")
+    before = _links(cli)
+    cli(
+        "import",
+        "leads",
+        str(dialler),
+        "--source",
+        "dialler",
+        "--id-column",
+        "call_id",
+        "--default-region",
+        "US",
+    )
+    runs = json.loads(cli("imports", "list", "--format", "json").stdout)
+    first_run, second_run = runs[-1]["id"], runs[0]["id"]
+    refused = cli("imports", "undo", str(first_run), "--yes", expect=2)
+    assert f"later run(s) {second_run} matched rows" in refused.stderr
+    assert "Refusing without confirmation" in cli("imports", "undo", str(second_run), expect=2).stderr
+    out = json.loads(cli("imports", "undo", str(second_run), "--yes", "--format", "json").stdout)
+    assert out["source_records_removed"] == 3 and out["contacts_removed"] == 1  # Sam Smith
+    assert _links(cli) == before  # back to exactly the state before the second run
+    assert [r["status"] for r in json.loads(cli("imports", "list", "--format", "json").stdout)] == [
+        "undone",
+        "completed",
+    ]
+    # a pair in the review band: same email, clearly different names
+    review = _write(
+        tmp_path,
+        "review.csv",
+        "id,Email,First Name,Last Name\n1,pat@acme.com,Pat,Lee\n2,pat@acme.com,Zoltan,Kovacs\n",
+    )
+    cli("import", "leads", str(review), "--source", "crm", "--id-column", "id")
+    items = json.loads(cli("review", "list", "--format", "json").stdout)
+    assert len(items) == 1 and items[0]["rule"] == "email"
+    links = _links(cli)
+    assert links[("crm", "1")] != links[("crm", "2")]
+    cli("review", "accept", str(items[0]["id"]))
+    links = _links(cli)
+    assert links[("crm", "1")] == links[("crm", "2")]
+    assert cli("review", "reject", str(items[0]["id"]), expect=2).stderr.count("already accepted") == 1
