@@ -297,5 +297,57 @@ def review_reject(
     _decide(ctx, item_id, False, fmt)
 
 
+@merges_app.command("undo", epilog=example("crmctl merges undo 42 --yes"))
+def merges_undo(
+    ctx: typer.Context,
+    decision_id: Annotated[int, typer.Argument(help="Merge decision id (a contact-to-contact merge).")],
+    yes: YesOption = False,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Take back a contact merge; record-level merges are taken back with `imports undo RUN`."""
+    from crmctl.identity.undo import undo_merge
+
+    app = app_context(ctx)
+    db = app.database()
+    app.confirm(f"Undo merge decision {decision_id}?", yes=yes)
+    with (
+        app.job(db, "merges undo", {"decision": decision_id}, lock="import", lock_wait_seconds=None),
+        db.session(write=True) as session,
+    ):
+        result = undo_merge(session, decision_id, actor=app.settings.actor)
+    app.render_mapping(result, fmt, title=f"Merge decision {decision_id}")
+
+
+def resolve_command(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", help="Resolution rules (TOML).")] = None,
+    dry_run: DryRunOption = False,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Run resolution again over the contacts in the database and merge the duplicates it finds."""
+    from crmctl.identity.reresolve import resolve_existing
+
+    app = app_context(ctx)
+    rules = load_rules(config)
+    db = app.database()
+    options = {"config": str(config) if config else None}
+    with (
+        app.job(db, "resolve", options, dry_run=dry_run, lock="import", lock_wait_seconds=None) as rec,
+        db.session(write=True) as session,
+    ):
+        result = resolve_existing(session, rules, actor=app.settings.actor)
+        rec.counts.update({k: v for k, v in result.items() if k != "rules"})
+        if dry_run:
+            session.rollback()
+    app.render_mapping(
+        {"dry_run": dry_run, **result},
+        fmt,
+        title="Resolve" + (" (dry run: nothing written)" if dry_run else ""),
+    )
+
+
 def register_top_level_commands(app: typer.Typer) -> None:
     """Add `crmctl resolve`."""
+    app.command(
+        "resolve", epilog=example("crmctl resolve --dry-run", "crmctl resolve --config resolution.toml")
+    )(resolve_command)

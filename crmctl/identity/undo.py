@@ -200,3 +200,34 @@ def decide_review(session: Session, item_id: int, *, accept: bool, actor: str) -
         )
     session.add(item)
     return {"id": item_id, "status": item.status, "merge_decision_id": item.merge_decision_id}
+
+
+def undo_merge(session: Session, decision_id: int, *, actor: str) -> dict[str, Any]:
+    """Take back a contact-to-contact merge: the younger contact stands on its own again."""
+    tenant = tenant_of(session)
+    decision = session.exec(
+        select(MergeDecision).where(MergeDecision.tenant_id == tenant, MergeDecision.id == decision_id)
+    ).first()
+    if decision is None:
+        raise NotFoundError(f"There is no merge decision {decision_id} in this tenant.")
+    if decision.undone_at is not None:
+        raise UsageError(f"Merge decision {decision_id} is already undone.")
+    if decision.kind != "contact" or decision.loser_contact_id is None:
+        raise UsageError(
+            f"Merge decision {decision_id} joined imported records to a contact.",
+            hint=f"Take it back with 'crmctl imports undo {decision.import_run_id}'."
+            if decision.import_run_id
+            else None,
+        )
+    now = utcnow()
+    session.connection().execute(
+        text(
+            "UPDATE contact SET merged_into_id = NULL, updated_at = :now "
+            "WHERE tenant_id = :t AND id = :l AND merged_into_id = :w"
+        ),
+        {"now": now, "t": tenant, "l": decision.loser_contact_id, "w": decision.winner_contact_id},
+    )
+    decision.undone_at = now
+    decision.undone_by = actor
+    session.add(decision)
+    return {"id": decision_id, "restored_contact_id": decision.loser_contact_id, "undone": True}

@@ -445,10 +445,13 @@ def _write(
     clusters = resolution.clusters
     # which existing contact (if any) each cluster lands in: the oldest one
     existing = clusters.join(contacts.select("node", "contact_id"), on="node")
-    landing = existing.group_by("cluster").agg(
-        pl.col("contact_id").min().alias("winner"), pl.col("contact_id").sort().alias("all_contacts")
-    )
     record_clusters = clusters.filter(pl.col("node") < n_records)
+    # only clusters with incoming records: existing contacts are merged here only through them
+    landing = (
+        existing.filter(pl.col("cluster").is_in(record_clusters["cluster"].implode()))
+        .group_by("cluster")
+        .agg(pl.col("contact_id").min().alias("winner"), pl.col("contact_id").sort().alias("all_contacts"))
+    )
     new_clusters = (
         record_clusters.select("cluster").unique().join(landing, on="cluster", how="anti").sort("cluster")
     )
@@ -614,6 +617,8 @@ def _update_existing(session: Session, values: pl.DataFrame, landing: pl.DataFra
     if landing.height == 0:
         return
     rows = values.join(landing.select("winner"), on="winner")
+    if rows.height == 0:
+        return
     fill = ["first_name", "last_name", "full_name", "email", "phone", "title", "company", "country"]
     fill += [
         "first_name_norm",

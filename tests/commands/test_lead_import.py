@@ -214,3 +214,26 @@ def test_undo_run_and_review_decisions(cli, tmp_path: Path) -> None:
     links = _links(cli)
     assert links[("crm", "1")] == links[("crm", "2")]
     assert cli("review", "reject", str(items[0]["id"]), expect=2).stderr.count("already accepted") == 1
+
+
+def test_resolve_merges_existing_duplicates_and_merges_undo(cli, tmp_path: Path) -> None:
+    first = _write(tmp_path, "a.csv", "id,Email,Full Name\n1,Kofi.Mensah@acme.com,Kofi Mensah\n")
+    second = _write(tmp_path, "b.csv", "id,Email,Full Name\n1,kofi.mensah@acme.com,Mensah Kofi\n")
+    cli("import", "leads", str(first), "--source", "a", "--id-column", "id")
+    # a rule file that stops email matching at import time leaves two contacts for one person
+    strict = _write(tmp_path, "strict.toml", "[rules.email]\nexact = 0.1\ncompatible = 0.1\n")
+    cli("import", "leads", str(second), "--source", "b", "--id-column", "id", "--config", str(strict))
+    assert _links(cli)[("a", "1")] != _links(cli)[("b", "1")]
+    dry = json.loads(cli("resolve", "--dry-run", "--format", "json").stdout)
+    assert dry["merged"] == 1 and _links(cli)[("a", "1")] != _links(cli)[("b", "1")]
+    assert json.loads(cli("resolve", "--format", "json").stdout)["merged"] == 1
+    links = _links(cli)
+    assert links[("a", "1")] == links[("b", "1")]
+    decision = json.loads(cli("merges", "list", "--format", "json").stdout)[0]
+    assert decision["kind"] == "contact" and decision["rule"] == "email"
+    cli("merges", "undo", str(decision["id"]), "--yes")
+    assert _links(cli)[("a", "1")] != _links(cli)[("b", "1")]
+    bad = cli(
+        "import", "leads", str(first), "--source", "c", "--config", str(tmp_path / "nope.toml"), expect=2
+    )
+    assert "Cannot read the resolution config" in bad.stderr
