@@ -85,7 +85,7 @@ def request(
 
 @app.command(
     epilog=example(
-        "crmctl erasure run --dry-run", "crmctl erasure run --limit 500", "crmctl erasure run --yes"
+        "crmctl erasure run --dry-run", "crmctl erasure run --limit 500", "crmctl erasure run --retry-failed"
     )
 )
 def run(
