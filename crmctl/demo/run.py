@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -43,6 +44,7 @@ class DemoOptions:
 class DemoSummary:
     files: GraphFiles
     results: list[ImportResult] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"kind": r.kind, "rows": r.rows, **vars(r.tables[TABLES[r.kind]])} for r in self.results]
@@ -65,7 +67,9 @@ def generate_and_import(db: Database, options: DemoOptions, *, erasure_key: str 
             erasure_key=erasure_key,
             actor="crmctl demo",
         )
+        started = time.perf_counter()
         summary.results.append(import_file(db, kind, path, import_options))
+        summary.seconds[kind] = round(time.perf_counter() - started, 2)
     _add_exchange_rates(db, options.as_of)
     return summary
 

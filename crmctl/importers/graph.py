@@ -74,9 +74,9 @@ TABLES = {
     "contracts": "contract",
     "tickets": "support_ticket",
 }
-APPEND_ONLY = ("stage-changes", "interactions", "product-usage")
-# From this file size on, a SQLite import into an append-only table builds the table's secondary
-# indexes once at the end (a sorted build) instead of row by row; see graph_sql.deferred_indexes.
+# From this file size on, a SQLite import builds the target table's non-unique indexes once at the
+# end (a sorted build) instead of row by row; see graph_sql.deferred_indexes. The importers' own
+# lookups into the target table use its unique indexes only, which stay.
 BULK_LOAD_BYTES = 64 * 1024 * 1024
 NO_REJECTS = pl.DataFrame(schema=REJECT_SCHEMA)
 LAST_INTERACTION_FLUSH = 1_000_000  # contacts held before the projection is written out
@@ -174,12 +174,7 @@ def import_file(db: Database, kind: str, path: Path, options: ImportOptions) -> 
     if not options.dry_run:
         result.import_run_id = _start_run(db, kind, path, table.sha256, options, mapping)
     status = "failed"
-    bulk = (
-        not db.is_postgresql
-        and not options.dry_run
-        and kind in APPEND_ONLY
-        and path.stat().st_size >= options.bulk_load_bytes
-    )
+    bulk = not db.is_postgresql and not options.dry_run and path.stat().st_size >= options.bulk_load_bytes
     try:
         with RejectWriter(options.rejects_path) as writer, deferred_indexes(db, TABLES[kind], enabled=bulk):
             if options.dry_run:
@@ -725,7 +720,8 @@ def normalise_people(rows: pl.DataFrame, default_region: str | None) -> pl.DataF
         nz.map_distinct(first_norm, nz.first_name_canonical, pl.String()).alias("first_name_norm"),
         nz.name_norms(rows["last_name"]).alias("last_name_norm"),
         nz.company_norms(rows["company"]).alias("company_norm"),
-        nz.company_domains(email_norm).alias("company_domain"),
+        # One public-suffix lookup per distinct domain, not per address.
+        nz.company_domains(email_norm.str.split("@").list.last()).alias("company_domain"),
     )
 
 
