@@ -257,6 +257,7 @@ def run(scale: str) -> dict[str, Any]:
         for stale in work.glob("*.csv"):
             stale.unlink()
         figures["psql_copy_csv_seconds"] = round(psql_seconds, 2)
+        print(json.dumps(figures), file=sys.stderr, flush=True)
         runs = {
             "csv": ("--format", "csv", "--compress", "none"),
             "csv_no_neutralise": ("--format", "csv", "--compress", "none", "--no-neutralise-formulas"),
@@ -268,6 +269,7 @@ def run(scale: str) -> dict[str, Any]:
             figures[f"{name}_seconds"] = round(seconds, 2)
             figures[f"{name}_peak_rss_mb"] = round(rss, 1)
             figures[f"{name}_mb"] = round(nbytes / 1e6, 1)
+            print(json.dumps(figures), file=sys.stderr, flush=True)  # partial figures as they come
         figures["csv_vs_psql"] = round(figures["csv_seconds"] / psql_seconds, 2)
         figures["csv_no_neutralise_vs_psql"] = round(figures["csv_no_neutralise_seconds"] / psql_seconds, 2)
         figures["parquet_vs_csv"] = round(figures["parquet_zstd_seconds"] / figures["csv_seconds"], 2)
