@@ -396,3 +396,27 @@ def test_too_many_rejects_exit_3_after_importing_the_good_rows(
         "3,name,required value missing",
     ]
     assert query(db, "SELECT status FROM import_run") == [("completed",)]
+
+
+def test_several_files_jsonl_and_a_rejects_folder(cli: Cli, db: Database, tmp_path: Path) -> None:
+    first = write_csv(tmp_path / "one.csv", ["external_id", "name", "employees"], [["A1", "One", "x"]])
+    second = tmp_path / "two.jsonl"
+    second.write_text(
+        json.dumps({"external_id": "A2", "name": "Two", "employees": 7})
+        + "\n"
+        + json.dumps({"external_id": "A3", "name": None})
+        + "\n"
+    )
+    folder = tmp_path / "rejects"
+    folder.mkdir()
+    result = cli("import", "accounts", str(first), str(second), "--rejects", str(folder), "-f", "json")
+    assert [(r["file"], r["created"], r["rejected"]) for r in json.loads(result.stdout)["rows"]] == [
+        ("one.csv", 0, 1),
+        ("two.jsonl", 1, 1),
+    ]
+    assert sorted(p.name for p in folder.iterdir()) == ["one.rejects.csv", "two.rejects.csv"]
+    assert query(db, "SELECT external_id, employees FROM account") == [("A2", 7)]
+    refused = cli(
+        "import", "accounts", str(first), str(second), "--rejects", str(tmp_path / "r.csv"), expect=2
+    )
+    assert "pass a folder instead" in refused.stderr
