@@ -70,7 +70,8 @@ DEFINITIONS: dict[str, dict[str, str]] = {
     },
     "funnel": {
         "cohort": "deals whose first stage-history row falls between --from and --to (inclusive); "
-        "only their history up to the as-of time counts; lost stages are not funnel steps",
+        "only their history up to the as-of time counts; lost stages are not funnel steps; "
+        "--by month groups by the month the deal was created",
         "reached_any_stage": "cohort deals that reached this stage or any later one (skipped "
         "stages count as passed)",
         "conversion_any_stage": "reached_any_stage(next stage) / reached_any_stage(this stage)",
@@ -134,12 +135,14 @@ class _Context:
     as_of: datetime  # the moment the report describes
     live: bool
 
+    stored_rates: pl.DataFrame | None = None
+
     def rates(self) -> pl.DataFrame:
         if self.options.rates is not None:
             return self.options.rates
-        if not hasattr(self, "_rates"):
-            self._rates = currency.read_rates(self.session, self.target)
-        return self._rates
+        if self.stored_rates is None:
+            self.stored_rates = currency.read_rates(self.session, self.target)
+        return self.stored_rates
 
     def params(self, **extra: Any) -> dict[str, Any]:
         return {"tenant": self.sql.tenant, "at": self.sql.ts(self.as_of), **extra}
@@ -662,8 +665,8 @@ def changes_report(ctx: _Context) -> Report:
     start_at, end_at = end_of_day(opts.date_from), end_of_day(opts.date_to)
     if not ctx.live and ctx.as_of < end_at:
         raise UsageError("--as-of must not be before --to for report changes.")
-    if ctx.as_of < start_at:
-        raise UsageError("--from lies in the future.")
+    if opts.date_from > ctx.as_of.date():
+        raise UsageError("--from lies after the as-of date.")
     window_from, window_to = _quarter(opts.date_to)
     window_from, window_to = opts.close_from or window_from, opts.close_to or window_to
     if window_from > window_to:
