@@ -10,6 +10,7 @@ rolled back at the end.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -266,21 +267,32 @@ def _prepare(
     return records, pl.concat(problems)
 
 
-def _in_clause(session: Session, column: str, values: list[Any], prefix: str) -> tuple[str, dict[str, Any]]:
-    if dialect_of(session) == "postgresql":
-        return f"{column} = ANY(:{prefix})", {prefix: list(values)}
-    names = {f"{prefix}{i}": v for i, v in enumerate(values)}
-    return f"{column} IN ({', '.join(':' + k for k in names)})", names
-
-
 def _select_in(
     session: Session, sql: str, column: str, values: list[Any], params: dict[str, Any], schema: dict[str, Any]
 ) -> pl.DataFrame:
-    """Run ``sql`` (with a ``{cond}`` placeholder) for chunks of ``values``: indexed probes."""
+    """Run ``sql`` (``:name`` parameters and a ``{cond}`` placeholder) for chunks of ``values``.
+
+    Index probes with thousands of values: sent straight to the driver (SQLAlchemy would compile
+    one bind parameter per value), as ``= ANY(array)`` on PostgreSQL and ``IN (…)`` on SQLite."""
+    conn = session.connection()
+    postgres = dialect_of(session) == "postgresql"
+    if postgres:
+        sql = re.sub(r":(\w+)", r"%(\1)s", sql)
+    # without statistics SQLite would walk the tenant's whole unique index instead of this one
+    by_contact = (
+        "contact_identifier" if postgres else "contact_identifier INDEXED BY ix_contact_identifier_contact"
+    )
     parts = []
     for start in range(0, len(values), PROBE_CHUNK):
-        cond, extra = _in_clause(session, column, values[start : start + PROBE_CHUNK], "v")
-        rows = session.connection().execute(text(sql.format(cond=cond)), {**params, **extra}).fetchall()
+        chunk = values[start : start + PROBE_CHUNK]
+        if postgres:
+            cond, extra = f"{column} = ANY(%(v)s)", {"v": list(chunk)}
+        else:
+            extra = {f"v{i}": v for i, v in enumerate(chunk)}
+            cond = f"{column} IN ({', '.join(':' + k for k in extra)})"
+        rows = conn.exec_driver_sql(
+            sql.format(cond=cond, by_contact=by_contact), {**params, **extra}
+        ).fetchall()
         if rows:
             parts.append(pl.DataFrame(rows, schema=schema, orient="row"))
     return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
@@ -418,7 +430,7 @@ def _candidates(session: Session, keys: pl.DataFrame, offset: int) -> tuple[pl.D
     members = [c for c in roots if root(c) in set(survivors)]
     all_keys = _select_in(
         session,
-        "SELECT contact_id, kind, value FROM contact_identifier WHERE tenant_id = :t AND {cond}",
+        "SELECT contact_id, kind, value FROM {by_contact} WHERE tenant_id = :t AND {cond}",
         "contact_id",
         members,
         {"t": tenant},
@@ -604,7 +616,7 @@ def _known_identifiers(
     winners = contacts.join(clusters, on="node").join(target, on="cluster")["winner"].unique().to_list()
     return _select_in(
         session,
-        "SELECT contact_id, kind, value FROM contact_identifier WHERE tenant_id = :t AND {cond}",
+        "SELECT contact_id, kind, value FROM {by_contact} WHERE tenant_id = :t AND {cond}",
         "contact_id",
         winners,
         {"t": tenant_of(session)},
