@@ -21,6 +21,7 @@ from crmctl.identity.history import surviving_contacts
 from crmctl.identity.normalize import NICKNAME_TO_CANONICAL
 from crmctl.identity.resolve import resolve
 from crmctl.identity.rules import ResolutionRules
+from crmctl.importers.leads import json_list
 
 
 def resolve_existing(session: Session, rules: ResolutionRules, *, actor: str) -> dict[str, Any]:
@@ -88,7 +89,6 @@ def resolve_existing(session: Session, rules: ResolutionRules, *, actor: str) ->
     now = utcnow()
     if decisions.height:
         ids = bulk.allocate_ids(session, "merge_decision", decisions.height)
-        wrapped = pl.struct(pl.col("candidates").alias("x")).struct.json_encode()
         bulk.insert_frame(
             session,
             "merge_decision",
@@ -101,7 +101,7 @@ def resolve_existing(session: Session, rules: ResolutionRules, *, actor: str) ->
                 pl.col("winner").alias("winner_contact_id"),
                 pl.col("id").alias("loser_contact_id"),
                 pl.struct(pl.col("levels").alias("edges")).struct.json_encode().alias("levels"),
-                wrapped.str.slice(5, wrapped.str.len_chars() - 6).alias("candidates"),
+                json_list("candidates").alias("candidates"),
                 pl.lit(actor).alias("actor"),
                 pl.lit(now).alias("created_at"),
             ),

@@ -764,9 +764,9 @@ def _merge_decisions(
         "rule",
         "score",
         pl.col("winner").alias("winner_contact_id"),
-        _json_list("sr_ids").alias("source_record_ids"),
+        json_list("sr_ids").alias("source_record_ids"),
         pl.struct(pl.col("levels").alias("edges")).struct.json_encode().alias("levels"),
-        _json_list("candidate").alias("candidates"),
+        json_list("candidate").alias("candidates"),
         "before",
         pl.lit(options.actor).alias("actor"),
         pl.lit(now).alias("created_at"),
@@ -845,7 +845,7 @@ def _review_items(
     )
 
 
-def _json_list(column: str) -> pl.Expr:
+def json_list(column: str) -> pl.Expr:
     """A list column as JSON text, vectorised: encode {"x": [...]} and cut the wrapper off."""
     wrapped = pl.struct(pl.col(column).alias("x")).struct.json_encode()
     return wrapped.str.slice(5, wrapped.str.len_chars() - 6)
