@@ -100,7 +100,7 @@ def replay_erasures(
             },
             schema_overrides={"contact_id": pl.Int64},
         )
-        insert(session, "erasure_request", rows, json_columns=("identity_hashes", "evidence"))
+        insert(session, "erasure_request", rows)
         ids = [
             r[0]
             for r in execute(

@@ -112,6 +112,5 @@ def apply_retention(
                         "evidence": [json.dumps({"matched_contact_ids": [c]}) for c in requests],
                     }
                 ),
-                json_columns=("identity_hashes", "evidence"),
             )
     return result

@@ -56,32 +56,9 @@ def frame(session: Session, sql: str, schema: dict[str, Any] | None = None, **pa
     return pl.DataFrame(rows, schema={c: schema[c] for c in columns}, orient="row")
 
 
-def insert(session: Session, table: str, rows: pl.DataFrame, json_columns: Sequence[str] = ()) -> int:
-    """Insert a frame inside the session's transaction; ``json_columns`` hold JSON text.
-
-    PostgreSQL refuses COPY into tables under row-level security, so there one INSERT … SELECT
-    from ``json_populate_recordset`` carries the whole frame (the policy's WITH CHECK applies)."""
-    if rows.height == 0:
-        return 0
-    if dialect_of(session) != "postgresql":
-        return insert_frame(session, table, rows)
-    columns = ", ".join(f'"{c}"' for c in rows.columns)
-    ready = rows.with_columns(
-        pl.col(c).dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00")
-        for c, dtype in rows.schema.items()
-        if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
-    )
-    payload = ready.write_json()
-    # a JSON column arrives as a JSON string holding the text: unwrap it, then parse it
-    selected = ", ".join(
-        f"(\"{c}\" #>> '{{}}')::jsonb" if c in json_columns else f'"{c}"' for c in rows.columns
-    )
-    session.connection().exec_driver_sql(
-        f'INSERT INTO "{table}" ({columns}) SELECT {selected} '
-        f'FROM json_populate_recordset(NULL::"{table}", %s::json)',
-        (payload,),
-    )
-    return rows.height
+def insert(session: Session, table: str, rows: pl.DataFrame) -> int:
+    """Insert a frame inside the session's transaction (JSON columns as JSON text)."""
+    return insert_frame(session, table, rows)
 
 
 def chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crmctl.db.engine import Database
-from crmctl.erasure.identifiers import email_key, email_keys_of_tokens
+from crmctl.erasure.identifiers import email_key, email_keys_of_tokens, phone_digit_forms
 from crmctl.erasure.keys import MissingErasureKey, keyed_hash, require_key
 from crmctl.erasure.suppression import add_suppressions, find_suppressed
 from crmctl.erasure.verify import EMAIL_PATTERN as EMAIL_TOKEN
@@ -78,3 +78,16 @@ def test_fast_token_keys_apply_provider_rules() -> None:
         "jo.doe+x@example.com",
         "ab@gmail.com",
     ]
+
+
+def test_phone_digit_forms_cover_international_national_and_trunk_writing() -> None:
+    assert phone_digit_forms(["+442079460958"]) == {"442079460958", "2079460958", "02079460958"}
+    assert phone_digit_forms(["+14155550123"]) == {"14155550123", "4155550123"}
+
+
+@given(st.integers(min_value=2_000_000_000, max_value=2_099_999_999))
+def test_phone_written_nationally_in_text_is_one_of_the_forms(number: int) -> None:
+    e164 = f"+44{number}"
+    national = f"0{str(number)[:2]} {str(number)[2:6]} {str(number)[6:]}"
+    digits = "".join(ch for ch in national if ch.isdigit())
+    assert digits in phone_digit_forms([e164])
