@@ -37,6 +37,9 @@ PG_ADMIN_URL = os.environ.get("CRMCTL_BENCH_PG_ADMIN_URL", "postgresql://postgre
 SIZES = {
     "small": {"accounts": 2_000, "usage": 200_000, "interactions": 20_000, "tickets": 4_000},
     "full": {"accounts": 100_000, "usage": 20_000_000, "interactions": 1_000_000, "tickets": 200_000},
+    # a tenth of full, for a quicker PostgreSQL figure: python -c "from benchmarks.bench_health import
+    # run_backend; print(run_backend('postgresql', 'tenth'))"
+    "tenth": {"accounts": 10_000, "usage": 2_000_000, "interactions": 100_000, "tickets": 20_000},
 }
 CHUNK_ROWS = 2_000_000
 USAGE_DAYS = 180
@@ -409,6 +412,19 @@ def _score(url: str) -> dict[str, Any]:
         "red": summary["red"],
         "transitions": summary["transitions"],
     }
+
+
+def run_backend(backend: str, scale: str) -> dict:
+    """Generate (once) and score one backend at one scale: first run and same-day re-run."""
+    started = time.perf_counter()
+    url = _sqlite_url(scale) if backend == "sqlite" else _pg_url(scale)
+    figures: dict = {"backend": backend, "sizes": SIZES[scale]}
+    figures["generate_seconds"] = round(time.perf_counter() - started, 1)
+    if url is None:
+        return {**figures, "skipped": "PostgreSQL is not reachable"}
+    figures["first"] = _score(url)
+    figures["rerun"] = _score(url)
+    return figures
 
 
 def run(scale: str) -> dict:
