@@ -47,7 +47,15 @@ class DemoSummary:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"kind": r.kind, "rows": r.rows, **vars(r.tables[TABLES[r.kind]])} for r in self.results]
+        return [
+            {
+                "kind": r.kind,
+                "rows": r.rows,
+                **vars(r.tables[TABLES[r.kind]]),
+                "seconds": self.seconds.get(r.kind),
+            }
+            for r in self.results
+        ]
 
     def counts(self) -> dict[str, Any]:
         return {r.kind: {"rows": r.rows, **r.counts()} for r in self.results}
