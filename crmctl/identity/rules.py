@@ -54,7 +54,7 @@ class ResolutionRules:
     # a phone or name+company block bigger than this is a switchboard / data junk: not evidence
     max_block_size: int = 200
     # name + company joins only when the company is expected to hold fewer namesakes than this
-    max_expected_namesakes: float = 0.15
+    max_expected_namesakes: float = 0.3
     source_trust: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_SOURCE_TRUST))
 
     def score(self, rule: str, level: str) -> float:
