@@ -28,6 +28,31 @@ from crmctl.importers.reader import resolve_columns
 SCALES = {"small": 2_000, "full": 200_000}
 
 
+def _database_url(out: Path) -> str:
+    """SQLite in the temporary folder, or a fresh PostgreSQL database when BENCH_PG_ADMIN_URL is set
+    (e.g. postgresql://postgres@127.0.0.1:5432/test)."""
+    admin = os.environ.get("BENCH_PG_ADMIN_URL")
+    if not admin:
+        return f"sqlite:///{out / 'bench.db'}"
+    import uuid
+
+    import psycopg
+
+    name = f"crmctl_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{admin.rsplit('/', 1)[0]}/{name}"
+
+
+def _drop_if_postgresql(url: str) -> None:
+    admin = os.environ.get("BENCH_PG_ADMIN_URL")
+    if admin and url.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
 def _pairs(frame: pl.DataFrame, *cols: str) -> int:
     return frame.group_by(cols).len().select((pl.col("len") * (pl.col("len") - 1) // 2).sum()).item() or 0
 
@@ -39,7 +64,7 @@ def run(scale: str) -> dict[str, Any]:
         started = time.perf_counter()
         files = write_lead_files(out / "leads", people=people, seed=11)
         generate_seconds = time.perf_counter() - started
-        url = f"sqlite:///{out / 'bench.db'}"
+        url = _database_url(out)
         migrate.upgrade(url)
         db = open_database(url, "default")
         rows = 0
@@ -59,9 +84,11 @@ def run(scale: str) -> dict[str, Any]:
         with db.session() as session:
             links = source_links(session)
         db.dispose()
+        _drop_if_postgresql(url)
         truth = pl.read_csv(out / "leads" / "truth.csv", infer_schema=False)
         accuracy = _accuracy(links, truth, files)
     return {
+        "backend": "postgresql" if os.environ.get("BENCH_PG_ADMIN_URL") else "sqlite",
         "people": people,
         "rows": rows,
         "generate_seconds": round(generate_seconds, 1),
