@@ -38,7 +38,7 @@ def _database_url(out: Path) -> str:
 
     import psycopg
 
-    name = f"crmctl_bench_{uuid.uuid4().hex[:10]}"
+    name = f"crmctl_bench_identity_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return f"{admin.rsplit('/', 1)[0]}/{name}"
