@@ -40,6 +40,8 @@ PG_ADMIN_URL = os.environ.get("CRMCTL_BENCH_PG_ADMIN_URL", "postgresql://postgre
 SIZES = {
     "small": {"accounts": 1_000, "contacts": 20_000, "interactions": 200_000},
     "full": {"accounts": 50_000, "contacts": 1_000_000, "interactions": 10_000_000},
+    # a tenth of full, for a quicker run: python -c "from benchmarks.bench_export import run; run('tenth')"
+    "tenth": {"accounts": 5_000, "contacts": 100_000, "interactions": 1_000_000},
 }
 CHUNK_ROWS = 1_000_000
 TABLES = ("contact", "interaction")
