@@ -192,15 +192,23 @@ def _pg_url(scale: str) -> str:
 
 
 def _timed(argv: list[str]) -> tuple[float, float]:
-    """Run a child process; (wall seconds, its own peak RSS in MB). Fails loudly on a non-zero exit."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - started
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{argv[0]} failed: {stderr[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024
+    """Run a child process; (wall seconds, its own peak RSS in MB). Fails loudly on a non-zero exit.
+
+    The peak RSS comes from ``/usr/bin/time``: a forked child's own ``ru_maxrss`` would include the
+    pages it shared with this (large, data-generating) process before ``exec``."""
+    with tempfile.NamedTemporaryFile(prefix="crmctl-bench-rss-") as rss_file:
+        started = time.perf_counter()
+        proc = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", rss_file.name, *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+        elapsed = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise RuntimeError(f"{argv[0]} failed: {proc.stderr.decode()[-2000:]}")
+        peak_kb = float(Path(rss_file.name).read_text().split()[-1])
+    return elapsed, peak_kb / 1024
 
 
 def _columns(model: Any) -> str:
