@@ -76,7 +76,13 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         # Writers take the write lock up front: a deferred transaction that reads first and then
         # writes cannot be retried by busy_timeout and fails with "database is locked".
-        mode = "IMMEDIATE" if conn.get_execution_options().get("crmctl_write") else "DEFERRED"
+        options = conn.get_execution_options()
+        mode = "IMMEDIATE" if options.get("crmctl_write") else "DEFERRED"
+        # foreign_keys only changes outside a transaction, so it is set before every BEGIN: on unless
+        # a bulk loader that resolved every reference itself asks for crmctl_foreign_keys=False.
+        conn.exec_driver_sql(
+            f"PRAGMA foreign_keys={'OFF' if options.get('crmctl_foreign_keys') is False else 'ON'}"
+        )
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 

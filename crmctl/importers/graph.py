@@ -77,7 +77,10 @@ TABLES = {
 # From this file size on, a SQLite import builds the target table's non-unique indexes once at the
 # end (a sorted build) instead of row by row; see graph_sql.deferred_indexes. The importers' own
 # lookups into the target table use its unique indexes only, which stay.
-BULK_LOAD_BYTES = 64 * 1024 * 1024
+BULK_LOAD_BYTES = 8 * 1024 * 1024
+# A low guess at a CSV row's size: a rebuild re-sorts the whole table, so a bulk load is only chosen
+# when the file adds at least half as many rows as the table already holds.
+BULK_LOAD_BYTES_PER_ROW = 100
 NO_REJECTS = pl.DataFrame(schema=REJECT_SCHEMA)
 LAST_INTERACTION_FLUSH = 1_000_000  # contacts held before the projection is written out
 
@@ -174,7 +177,7 @@ def import_file(db: Database, kind: str, path: Path, options: ImportOptions) -> 
     if not options.dry_run:
         result.import_run_id = _start_run(db, kind, path, table.sha256, options, mapping)
     status = "failed"
-    bulk = not db.is_postgresql and not options.dry_run and path.stat().st_size >= options.bulk_load_bytes
+    bulk = _bulk_load(db, TABLES[kind], path, options)
     try:
         with RejectWriter(options.rejects_path) as writer, deferred_indexes(db, TABLES[kind], enabled=bulk):
             if options.dry_run:
@@ -189,6 +192,7 @@ def import_file(db: Database, kind: str, path: Path, options: ImportOptions) -> 
                 # skips or updates what is already there.
                 for batch in table.batches():
                     with db.session(write=True) as session:
+                        _skip_foreign_key_checks(session)
                         run.batch(session, batch, writer)
                 with db.session(write=True) as session:
                     run.finish(session, writer)
@@ -205,6 +209,30 @@ def import_file(db: Database, kind: str, path: Path, options: ImportOptions) -> 
             f"above --max-reject-rate {options.max_reject_rate:.1%}); the other rows were imported."
         )
     return result
+
+
+def _bulk_load(db: Database, table: str, path: Path, options: ImportOptions) -> bool:
+    """Whether a SQLite import defers ``table``'s non-unique indexes (see ``deferred_indexes``)."""
+    if db.is_postgresql or options.dry_run:
+        return False
+    size = path.stat().st_size
+    if size < options.bulk_load_bytes:
+        return False
+    with db.session() as session:
+        stored = (
+            session.connection().exec_driver_sql(f'SELECT COALESCE(MAX(rowid), 0) FROM "{table}"').scalar()
+        )
+    return size / BULK_LOAD_BYTES_PER_ROW >= int(stored or 0) / 2
+
+
+def _skip_foreign_key_checks(session: Session) -> None:
+    """SQLite: no per-row foreign key probes in this batch's transaction.
+
+    Safe because the importer writes no reference it did not resolve (or create) itself inside the
+    same write transaction, which holds SQLite's write lock, so no referenced row can go away
+    in between; a reference that does not resolve is rejected before the insert. PostgreSQL keeps
+    its checks (the option is SQLite's; see ``engine._configure_sqlite``)."""
+    session.connection(execution_options={"crmctl_foreign_keys": False})
 
 
 def _start_run(

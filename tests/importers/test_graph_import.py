@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlmodel import SQLModel
 
 from crmctl.db.engine import Database
 from tests.conftest import Cli
@@ -420,3 +421,28 @@ def test_several_files_jsonl_and_a_rejects_folder(cli: Cli, db: Database, tmp_pa
         "import", "accounts", str(first), str(second), "--rejects", str(tmp_path / "r.csv"), expect=2
     )
     assert "pass a folder instead" in refused.stderr
+
+
+def test_every_stored_reference_resolves_after_imports_with_dangling_references(
+    cli: Cli, db: Database, tmp_path: Path
+) -> None:
+    # SQLite imports skip per-row foreign key probes (the importer resolves every reference itself):
+    # the rows it rejects for dangling references must be the only ones that had any.
+    files = _graph_files(tmp_path)
+    for kind in ("accounts", "contacts", "deals", "stage-changes", "interactions"):
+        cli("import", kind, str(files[kind]))
+    tables = ("account", "contact", "deal", "stage", "stage_change", "interaction")
+    for name in tables:
+        for fk in SQLModel.metadata.tables[name].foreign_keys:
+            child, parent = fk.parent.name, fk.column
+            orphans = scalar(
+                db,
+                f"SELECT count(*) FROM {name} t LEFT JOIN {parent.table.name} p "
+                f"ON p.{parent.name} = t.{child} WHERE t.{child} IS NOT NULL AND p.{parent.name} IS NULL",
+            )
+            assert orphans == 0, f"{name}.{child}"
+    assert scalar(db, "SELECT count(*) FROM interaction") == 2
+    if db.dialect == "sqlite":
+        assert query(db, "PRAGMA foreign_key_check") == []
+        with db.session(write=True) as session:  # later transactions check foreign keys again
+            assert session.connection().exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
