@@ -307,29 +307,13 @@ def score(db: Database, model: HealthModel, as_of: date, *, actor: str, dry_run:
 
 
 def _staged(session: Session, table: str, frame: pl.DataFrame) -> str:
-    """Copy ``frame`` into a temporary table shaped like ``table``; the caller drops it.
-
-    PostgreSQL refuses ``COPY FROM`` into a table with row-level security, and a temporary
-    table has none, so bulk writes there go through one of these and one ``INSERT … SELECT``
-    (the policy's WITH CHECK still applies to that insert)."""
+    """Copy ``frame`` into a temporary table shaped like ``table`` (for an upsert from it); the
+    caller drops it."""
     staging = f"staging_{table}"
     columns = ", ".join(f'"{c}"' for c in frame.columns)
     session.execute(text(f'CREATE TEMP TABLE "{staging}" AS SELECT {columns} FROM "{table}" WHERE 1 = 0'))
     bulk.insert_frame(session, staging, frame)
     return staging
-
-
-def insert(session: Session, table: str, frame: pl.DataFrame) -> int:
-    """``bulk.insert_frame`` that also works under PostgreSQL row-level security."""
-    if frame.height == 0:
-        return 0
-    if session.get_bind().dialect.name != "postgresql":
-        return bulk.insert_frame(session, table, frame)
-    staging = _staged(session, table, frame)
-    columns = ", ".join(f'"{c}"' for c in frame.columns)
-    session.execute(text(f'INSERT INTO "{table}" ({columns}) SELECT {columns} FROM "{staging}"'))
-    session.execute(text(f'DROP TABLE "{staging}"'))
-    return frame.height
 
 
 def _store(session: Session, model: HealthModel, as_of: date, scores: Scores) -> int:
@@ -395,7 +379,7 @@ def _store(session: Session, model: HealthModel, as_of: date, scores: Scores) ->
             text(f"DELETE FROM health_snapshot WHERE tenant_id = :tenant AND id IN ({listed})"),
             {"tenant": tenant, **chunk},
         )
-    insert(
+    bulk.insert_frame(
         session,
         "health_signal",
         signals.with_columns(pl.lit(tenant).alias("tenant_id")).select(
@@ -573,4 +557,4 @@ def _append_transitions(session: Session, transitions: pl.DataFrame, *, actor: s
         pl.lit("crmctl").alias("external_source"),
         pl.col("key").alias("idempotency_key"),
     )
-    return insert(session, "interaction", frame)
+    return bulk.insert_frame(session, "interaction", frame)
