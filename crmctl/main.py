@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 import traceback
 from typing import Annotated, Any
@@ -11,8 +13,6 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from typer.core import TyperGroup
 
 from crmctl import __version__
-from crmctl.commands import db as db_commands
-from crmctl.commands import erasure, export, graph_import, health, imports, lead_import, report
 from crmctl.commands.common import AppContext
 from crmctl.errors import CrmctlError, ExitCode
 
@@ -46,8 +46,50 @@ def hoist_global_options(args: list[str]) -> list[str]:
     return front + rest
 
 
+# Command families, loaded on first use so that a cron job running one command does not import
+# every other family (and its dependencies). name -> (module, attribute): a Typer app, or a
+# ``register_top_level_commands(app)`` function that adds a single command of that name.
+FAMILIES: dict[str, tuple[str, str]] = {
+    "import": ("crmctl.commands.imports", "app"),
+    "sources": ("crmctl.commands.lead_import", "sources_app"),
+    "resolve": ("crmctl.commands.lead_import", "register_top_level_commands"),
+    "merges": ("crmctl.commands.lead_import", "merges_app"),
+    "review": ("crmctl.commands.lead_import", "review_app"),
+    "imports": ("crmctl.commands.lead_import", "runs_app"),
+    "report": ("crmctl.commands.report", "app"),
+    "pipeline": ("crmctl.commands.report", "pipeline_app"),
+    "health": ("crmctl.commands.health", "app"),
+    "export": ("crmctl.commands.export", "app"),
+    "erasure": ("crmctl.commands.erasure", "app"),
+    "retention": ("crmctl.commands.erasure", "retention_app"),
+    "demo": ("crmctl.commands.graph_import", "register_top_level_commands"),
+    "db": ("crmctl.commands.db", "app"),
+}
+
+
+def load_family(name: str) -> Any:
+    module_name, attribute = FAMILIES[name]
+    target = getattr(importlib.import_module(module_name), attribute)
+    if isinstance(target, typer.Typer):
+        group = typer.main.get_group(target)
+        group.name = name
+        return group
+    holder = typer.Typer()
+    target(holder)
+    return typer.main.get_group(holder).commands[name]
+
+
 class CrmctlGroup(TyperGroup):
-    """Root group: hoists global options and maps every error to one sentence and an exit code."""
+    """Root group: hoists global options, loads command families lazily, and maps every error to
+    one sentence and an exit code."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(FAMILIES) if self.name == "crmctl" else super().list_commands(ctx)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in FAMILIES and self.name == "crmctl":
+            self.commands[cmd_name] = load_family(cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_global_options(list(args)))
@@ -58,6 +100,10 @@ class CrmctlGroup(TyperGroup):
         except CrmctlError as exc:
             _report(ctx, str(exc), exc)
             raise typer.Exit(int(exc.exit_code)) from None
+        except BrokenPipeError:
+            # the reader of stdout went away (`crmctl report pipeline | head`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except KeyboardInterrupt:
             _report(ctx, "Interrupted; the current transaction was rolled back.", None)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
@@ -142,22 +188,6 @@ def root(
     Configuration comes from options, then CRMCTL_* environment variables, then crmctl.toml.
     """
     ctx.obj = AppContext(database_url=db, tenant=tenant, actor=actor, quiet=quiet, verbose=verbose)
-
-
-app.add_typer(imports.app, name="import")
-app.add_typer(lead_import.sources_app, name="sources")
-app.add_typer(lead_import.merges_app, name="merges")
-app.add_typer(lead_import.review_app, name="review")
-app.add_typer(lead_import.runs_app, name="imports")
-lead_import.register_top_level_commands(app)
-app.add_typer(report.app, name="report")
-app.add_typer(report.pipeline_app, name="pipeline")
-app.add_typer(health.app, name="health")
-app.add_typer(export.app, name="export")
-app.add_typer(erasure.app, name="erasure")
-app.add_typer(erasure.retention_app, name="retention")
-graph_import.register_top_level_commands(app)
-app.add_typer(db_commands.app, name="db")
 
 
 def main() -> None:

@@ -43,7 +43,9 @@ def audited(
     """Record the command as running, then ok / dry_run / failed with its counts.
 
     The event is written in transactions of its own, so it survives the command's rollback."""
-    with db.session() as session:
+    # write=True: on SQLite a deferred transaction that reads and then writes cannot wait for a
+    # concurrent writer (busy_timeout does not apply to the lock upgrade) and fails at once.
+    with db.session(write=True) as session:
         event = AuditEvent(tenant_id=db.tenant, actor=actor, command=command, options=safe_options(options))
         session.add(event)
         session.flush()
@@ -57,7 +59,7 @@ def audited(
         outcome, error = "failed", type(exc).__name__
         raise
     finally:
-        with db.session() as session:
+        with db.session(write=True) as session:
             stored = session.get(AuditEvent, record.event_id)
             if stored is not None:
                 stored.outcome = outcome
