@@ -35,6 +35,7 @@ from crmctl.erasure.subjects import identity_hashes
 
 SCALES = {
     "small": {"contacts": 20_000, "interactions": 200_000, "requests": 500},
+    "medium": {"contacts": 200_000, "interactions": 2_000_000, "requests": 2_000},
     "full": {"contacts": 1_000_000, "interactions": 10_000_000, "requests": 10_000},
 }
 KEY = "benchmark-erasure-key-not-secret-0123456789"

@@ -23,9 +23,9 @@ from sqlmodel import Session
 
 from crmctl.db.engine import Database, tenant_of
 from crmctl.db.models import utcnow
-from crmctl.erasure.keys import pseudonym, require_key
+from crmctl.erasure.keys import keyed_hash, pseudonym, require_key
 from crmctl.erasure.sql import chunks, execute, frame, in_list, insert, list_param, tenant_unindexed
-from crmctl.erasure.subjects import identifier_values, identity_hashes, merge_hashes, merge_tree
+from crmctl.erasure.subjects import identifier_values, identity_values, merge_hashes, merge_tree
 from crmctl.erasure.suppression import add_suppressions
 from crmctl.erasure.verify import find_identifiers
 
@@ -43,6 +43,11 @@ STEP_NAMES = (
     "verify",
 )
 OPEN_STATUSES = ("running", "pending")
+
+# keyed hash -> (kind, normalised value) for the identifiers this process read in the identify
+# step: lets verification match text against values instead of hashing every token it finds.
+# Held in memory for the run only, never stored; a resumed run verifies by hashes alone.
+KnownValues = dict[str, tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -205,10 +210,15 @@ def _by_ids(session: Session, sql_head: str, table_ids: list[int]) -> None:
 
 
 def _identify(
-    session: Session, todo: list[RequestState], key: bytes, options: ErasureOptions
+    session: Session,
+    todo: list[RequestState],
+    key: bytes,
+    options: ErasureOptions,
+    known: KnownValues | None = None,
 ) -> dict[int, int]:
     """Resolve each request to its contacts (merge trees) and keep the keyed hashes of every email
-    and phone they hold, before anything is changed (so a resumed run can still verify)."""
+    and phone they hold, before anything is changed (so a resumed run can still verify); ``known``
+    receives each hash's value, for this process only."""
     bases = {s.id: set(s.evidence.get("matched_contact_ids", [])) | ({s.contact_id} - {None}) for s in todo}
     closure = sorted(merge_tree(session, set().union(*bases.values())) if bases else set())
     parent = {c: c for c in closure}
@@ -241,9 +251,13 @@ def _identify(
     for state in todo:
         subjects = sorted({m for b in bases[state.id] for m in members.get(root(b), [b])})
         held = [kv for c in subjects for kv in by_contact.get(c, [])]
-        found = identity_hashes(
-            key, [v for k, v in held if k == "email"], [v for k, v in held if k == "phone"]
-        )
+        values = identity_values([v for k, v in held if k == "email"], [v for k, v in held if k == "phone"])
+        found: dict[str, list[str]] = {}
+        for kind, kind_values in values.items():
+            hashed = {keyed_hash(key, kind, v): v for v in kind_values}
+            found[kind] = sorted(hashed)
+            if known is not None:
+                known.update((h, (kind, v)) for h, v in hashed.items())
         state.hashes = merge_hashes(state.hashes, found)
         state.evidence = {**state.evidence, "contact_ids": subjects}
         counts[state.id] = len(subjects)
@@ -373,10 +387,12 @@ STEPS: dict[str, Callable[[Session, list[RequestState], bytes, ErasureOptions], 
 
 
 def remaining_data(
-    db: Database, session: Session, states: list[RequestState], key: bytes
+    db: Database, session: Session, states: list[RequestState], key: bytes, known: KnownValues | None = None
 ) -> dict[int, dict[str, int]]:
     """Per request, table -> rows still holding the person's data: rows linked to their contacts
-    (indexes) and rows anywhere holding their emails or phones (one hashed pass per table)."""
+    (indexes) and rows anywhere holding their emails or phones (one pass per table, matched by value
+    where ``known`` has the value of a hash, else by keyed hash)."""
+    known = known or {}
     owners = _owners(states)
     contacts = owners["contact_id"].to_list()
     found: dict[int, dict[str, int]] = {s.id: {} for s in states}
@@ -393,12 +409,12 @@ def remaining_data(
         note(target.table, _per_request(_linked(session, target, contacts, target.remaining), owners))
     lookup = pl.DataFrame(
         [
-            (kind, h, s.id)
+            (kind, h, known[h][1] if h in known and known[h][0] == kind else None, s.id)
             for s in states
             for kind in ("email", "phone_digits")
             for h in s.hashes.get(kind, [])
         ],
-        schema={"kind": pl.String, "hash": pl.String, "request_id": pl.Int64},
+        schema={"kind": pl.String, "hash": pl.String, "value": pl.String, "request_id": pl.Int64},
         orient="row",
     )
     for request_id, table, rows in find_identifiers(db, key, lookup).iter_rows():
@@ -407,14 +423,14 @@ def remaining_data(
 
 
 def _verify_and_finish(
-    db: Database, ids: list[int], key: bytes, options: ErasureOptions
+    db: Database, ids: list[int], key: bytes, options: ErasureOptions, known: KnownValues | None = None
 ) -> list[RequestOutcome]:
     with db.session(write=True) as session:
         states = [s for s in load_states(session, ids) if s.status == "running"]
         if not states:
             return []
         started = utcnow()
-        remaining = remaining_data(db, session, states, key)
+        remaining = remaining_data(db, session, states, key, known)
         finished = utcnow()
         step_counts = _step_counts(session, [s.id for s in states])
         today = finished.date()
@@ -506,7 +522,9 @@ def _record_steps(session: Session, steps: list[dict[str, Any]]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _run_step(db: Database, name: str, ids: list[int], key: bytes, options: ErasureOptions) -> None:
+def _run_step(
+    db: Database, name: str, ids: list[int], key: bytes, options: ErasureOptions, known: KnownValues
+) -> None:
     with db.session(write=True) as session:
         states = [s for s in load_states(session, ids) if s.status == "running"]
         done = {
@@ -523,7 +541,10 @@ def _run_step(db: Database, name: str, ids: list[int], key: bytes, options: Eras
         if not todo:
             return
         started = utcnow()
-        counts = STEPS[name](session, todo, key, options)
+        if name == "identify":
+            counts = _identify(session, todo, key, options, known)
+        else:
+            counts = STEPS[name](session, todo, key, options)
         finished = utcnow()
         _record_steps(
             session,
@@ -582,9 +603,10 @@ def run_erasures(
                 f"AND status IN ('pending', 'failed') AND {in_list(session, 'id', 'ids')}",
                 ids=list_param(session, ids),
             )
+        known: KnownValues = {}
         for name in STEPS:
-            _run_step(db, name, ids, key, options)
-        result.outcomes += _verify_and_finish(db, ids, key, options)
+            _run_step(db, name, ids, key, options, known)
+        result.outcomes += _verify_and_finish(db, ids, key, options, known)
     return result
 
 

@@ -110,14 +110,19 @@ def identifier_values(session: Session, contact_ids: list[int], default_region: 
     return pl.concat(parts).drop_nulls().unique()
 
 
-def identity_hashes(key: bytes, emails: Iterable[str], phones: Iterable[str]) -> dict[str, list[str]]:
-    """Keyed hashes a request keeps: emails, E.164 phones and the digit forms phones are written in."""
+def identity_values(emails: Iterable[str], phones: Iterable[str]) -> dict[str, set[str]]:
+    """The normalised values a request's keyed hashes are taken of, per kind (emails, E.164 phones
+    and the digit forms phones are written in). In memory only, never stored."""
     email_set = {e for e in emails if e}
     phone_set = {p for p in phones if p}
+    return {"email": email_set, "phone": phone_set, "phone_digits": phone_digit_forms(phone_set)}
+
+
+def identity_hashes(key: bytes, emails: Iterable[str], phones: Iterable[str]) -> dict[str, list[str]]:
+    """Keyed hashes a request keeps: emails, E.164 phones and the digit forms phones are written in."""
     return {
-        "email": sorted(keyed_hash(key, "email", e) for e in email_set),
-        "phone": sorted(keyed_hash(key, "phone", p) for p in phone_set),
-        "phone_digits": sorted(keyed_hash(key, "phone_digits", d) for d in phone_digit_forms(phone_set)),
+        kind: sorted(keyed_hash(key, kind, v) for v in values)
+        for kind, values in identity_values(emails, phones).items()
     }
 
 

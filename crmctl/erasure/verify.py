@@ -112,7 +112,33 @@ def _chunks(session: Session, target: ScanTarget, id_range: tuple[int, int] | No
         ).with_row_index("row")
 
 
-def _hits(chunk: pl.DataFrame, key: bytes, lookup: pl.DataFrame) -> pl.DataFrame:
+@dataclass(frozen=True)
+class Lookup:
+    """A batch's identifiers per kind (``email``, ``phone_digits``): ``values`` (kind, value,
+    request_id) where the run knows the normalised value, ``hashes`` (kind, hash, request_id) where
+    it holds only the keyed hash. Tokens are hashed only when ``hashes`` has rows of their kind."""
+
+    values: pl.DataFrame
+    hashes: pl.DataFrame
+
+    def of(self, kind: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+        return self.values.filter(pl.col("kind") == kind), self.hashes.filter(pl.col("kind") == kind)
+
+
+def _matches(tokens: pl.DataFrame, column: str, key: bytes, kind: str, lookup: Lookup) -> list[pl.DataFrame]:
+    """(row, request_id) of ``tokens`` whose normalised ``column`` is one of the batch's ``kind``."""
+    by_value, by_hash = lookup.of(kind)
+    found = []
+    if by_value.height:
+        found.append(tokens.join(by_value.select(pl.col("value").alias(column), "request_id"), on=column))
+    if by_hash.height:
+        distinct = tokens.select(pl.col(column).unique())
+        distinct = distinct.with_columns(hash_series(key, kind, distinct[column]).alias("hash"))
+        found.append(tokens.join(distinct, on=column).join(by_hash.select("hash", "request_id"), on="hash"))
+    return [f.select("row", "request_id") for f in found]
+
+
+def _hits(chunk: pl.DataFrame, key: bytes, lookup: Lookup) -> pl.DataFrame:
     """(row, request_id) for every row of the chunk holding a looked-up identifier."""
     emails = (
         chunk.select(
@@ -126,8 +152,7 @@ def _hits(chunk: pl.DataFrame, key: bytes, lookup: pl.DataFrame) -> pl.DataFrame
     )
     distinct = emails.select(pl.col("token").unique())
     distinct = distinct.with_columns(email_keys_of_tokens(distinct["token"]).alias("norm"))
-    distinct = distinct.with_columns(hash_series(key, "email", distinct["norm"]).alias("hash"))
-    email_hits = emails.join(distinct, on="token").join(lookup.filter(pl.col("kind") == "email"), on="hash")
+    found = _matches(emails.join(distinct, on="token"), "norm", key, "email", lookup)
     phones = (
         chunk.select("row", pl.col("text_value").str.extract_all(PHONE_PATTERN).alias("token"))
         .explode("token")
@@ -136,18 +161,9 @@ def _hits(chunk: pl.DataFrame, key: bytes, lookup: pl.DataFrame) -> pl.DataFrame
         .filter(pl.col("digits").str.len_chars().is_between(6, 15))
     )
     if phones.height:
-        distinct_digits = phones.select(pl.col("digits").unique())
-        distinct_digits = distinct_digits.with_columns(
-            hash_series(key, "phone_digits", distinct_digits["digits"]).alias("hash")
-        )
-        phone_hits = phones.join(distinct_digits, on="digits").join(
-            lookup.filter(pl.col("kind") == "phone_digits"), on="hash"
-        )
-    else:
-        phone_hits = email_hits.clear()
-    return pl.concat(
-        [email_hits.select("row", "request_id"), phone_hits.select("row", "request_id")]
-    ).unique()
+        found += _matches(phones, "digits", key, "phone_digits", lookup)
+    schema = {"row": pl.UInt32, "request_id": pl.Int64}
+    return pl.concat([pl.DataFrame(schema=schema), *(f.cast(schema) for f in found)]).unique()
 
 
 def _tasks(db: Database) -> list[tuple[ScanTarget, tuple[int, int] | None]]:
@@ -169,7 +185,7 @@ def _tasks(db: Database) -> list[tuple[ScanTarget, tuple[int, int] | None]]:
 
 
 def _scan(
-    db: Database, target: ScanTarget, id_range: tuple[int, int] | None, key: bytes, lookup: pl.DataFrame
+    db: Database, target: ScanTarget, id_range: tuple[int, int] | None, key: bytes, lookup: Lookup
 ) -> pl.DataFrame:
     found = []
     with db.session() as session:
@@ -191,13 +207,23 @@ def find_identifiers(
 ) -> pl.DataFrame:
     """Rows still holding a batch's identifiers: (request_id, table, rows).
 
-    ``lookup``: (kind, hash, request_id) with kinds ``email`` and ``phone_digits``. Reads committed
-    data on connections of its own, ``workers`` at a time."""
-    lookup = lookup.select("kind", "hash", pl.col("request_id").cast(pl.Int64))
+    ``lookup``: (kind, hash, request_id) with kinds ``email`` and ``phone_digits``, and optionally
+    ``value``: the normalised value of the hash when the run still knows it (then text is matched by
+    value, no hashing). Reads committed data on connections of its own, ``workers`` at a time."""
+    if "value" not in lookup.columns:
+        lookup = lookup.with_columns(pl.lit(None, dtype=pl.String).alias("value"))
+    lookup = lookup.select(
+        "kind", "hash", pl.col("value").cast(pl.String), pl.col("request_id").cast(pl.Int64)
+    )
     if lookup.height == 0:
         return _empty()
+    known = pl.col("value").is_not_null()
+    split = Lookup(
+        values=lookup.filter(known).select("kind", "value", "request_id"),
+        hashes=lookup.filter(~known).select("kind", "hash", "request_id"),
+    )
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        found = list(pool.map(lambda task: _scan(db, task[0], task[1], key, lookup), _tasks(db)))
+        found = list(pool.map(lambda task: _scan(db, task[0], task[1], key, split), _tasks(db)))
     return (
         pl.concat([_empty(), *found])
         .group_by("request_id", "table")
