@@ -13,7 +13,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import polars as pl
-from sqlalchemy import text
 from sqlmodel import Session
 
 from crmctl.db import bulk
@@ -429,15 +428,18 @@ def stalled_report(ctx: _Context) -> Report:
         )
         params[f"cut{stage.id}"] = ctx.sql.ts(ctx.as_of - timedelta(days=threshold))
     where = " OR ".join(conditions) or "1 = 0"
-    base = f"WITH st AS ({ctx.state()}) SELECT {{cols}} FROM st WHERE {where}"
-    total = ctx.session.execute(text(base.format(cols="COUNT(*)")), params).scalar_one()
     limit = f" LIMIT {int(ctx.options.limit)}" if ctx.options.limit else ""
-    cols = (
-        "st.deal_id, st.name, st.owner, st.stage_id, st.entered_at, st.amount_cents, st.currency, "
-        f"{ctx.rate_day()} AS rate_day, "
-        f"{ctx.sql.days_between(ctx.sql.ts_param('at'), 'st.entered_at')} AS days"
+    # One pass over the state: the window count sees every stalled deal before LIMIT applies, so
+    # the total needs no second scan of the history.
+    query = (
+        f"WITH st AS ({ctx.state()}) SELECT st.deal_id, st.name, st.owner, st.stage_id, st.entered_at, "
+        f"st.amount_cents, st.currency, {ctx.rate_day()} AS rate_day, "
+        f"{ctx.sql.days_between(ctx.sql.ts_param('at'), 'st.entered_at')} AS days, "
+        f"COUNT(*) OVER () AS stalled_total FROM st WHERE {where} "
+        f"ORDER BY st.entered_at, st.deal_id{limit}"
     )
-    frame = ctx.read(base.format(cols=cols) + f" ORDER BY st.entered_at, st.deal_id{limit}", params)
+    frame = ctx.read(query, params)
+    total = int(frame["stalled_total"][0]) if frame.height else 0
     frame = ctx.convert(frame, {"amount_cents": "amount_conv"})
     frame = frame.sort("days", "deal_id", descending=[True, False]) if frame.height else frame
     rows = [
