@@ -87,10 +87,12 @@ def _last_rows(sql: Sql, at_param: str) -> str:
     """The last history row of each deal at or before :at_param (ties on changed_at: highest id)."""
     bound = f"changed_at <= {sql.ts_param(at_param)}"
     if sql.is_pg:
+        # Deal descending too: that is the covering index read backwards, so DISTINCT ON needs no
+        # sort (ascending deal order made the planner sort the whole history, spilling to disk).
         return (
             "SELECT DISTINCT ON (deal_id) deal_id, to_stage_id AS stage_id, amount_cents, currency, "
             f"close_date FROM stage_change WHERE tenant_id = :tenant AND {bound} "
-            "ORDER BY deal_id, changed_at DESC, id DESC"
+            "ORDER BY deal_id DESC, changed_at DESC, id DESC"
         )
     # SQLite's documented bare-column rule: with one MAX() the other columns come from its row. The
     # key (fixed-width timestamp text, then zero-padded id) makes that row unique.
@@ -98,24 +100,6 @@ def _last_rows(sql: Sql, at_param: str) -> str:
         "SELECT deal_id, to_stage_id AS stage_id, amount_cents, currency, close_date, "
         "MAX(changed_at || printf('%012d', id)) AS last_key "
         f"FROM stage_change WHERE tenant_id = :tenant AND {bound} GROUP BY deal_id"
-    )
-
-
-def _last_rows_timed(sql: Sql, at_param: str) -> str:
-    """PostgreSQL: each deal's last row at or before :at_param plus first_at / entered_at, one pass.
-
-    The window is sorted like the covering index (deal, then newest first), so the plan is an
-    index-only scan with a per-deal incremental sort; the former DISTINCT ON joined to a GROUP BY
-    scanned the history twice and spilled a full sort to disk.
-    """
-    move = "CASE WHEN from_stage_id IS NULL OR from_stage_id <> to_stage_id THEN changed_at END"
-    return (
-        "SELECT DISTINCT ON (deal_id) deal_id, to_stage_id AS stage_id, amount_cents, currency, "
-        f"close_date, MIN(changed_at) OVER w AS first_at, MAX({move}) OVER w AS entered_at "
-        f"FROM stage_change WHERE tenant_id = :tenant AND changed_at <= {sql.ts_param(at_param)} "
-        "WINDOW w AS (PARTITION BY deal_id ORDER BY changed_at DESC, id DESC "
-        "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) "
-        "ORDER BY deal_id, changed_at DESC, id DESC"
     )
 
 
@@ -131,15 +115,6 @@ def state_sql(sql: Sql, pipeline_ids: list[int], *, at_param: str | None, timing
             f"{first} AS first_at, {entered} AS entered_at, {DEAL_COLUMNS} "
             f"FROM deal d {timing_join} "
             f"WHERE d.tenant_id = :tenant AND d.pipeline_id IN ({in_pipelines})"
-        )
-    if sql.is_pg and timing:
-        # One ordered pass gives the last row and the deal's timing together (see _last_rows_timed).
-        return (
-            f"SELECT l.deal_id, d.pipeline_id, l.stage_id, l.amount_cents, l.currency, l.close_date, "
-            f"l.first_at, COALESCE(l.entered_at, l.first_at) AS entered_at, {DEAL_COLUMNS} "
-            f"FROM ({_last_rows_timed(sql, at_param)}) l "
-            f"JOIN deal d ON d.tenant_id = :tenant AND d.id = l.deal_id "
-            f"WHERE d.pipeline_id IN ({in_pipelines})"
         )
     timing_join = f"JOIN ({_timing(sql, at_param)}) h ON h.deal_id = l.deal_id" if timing else ""
     first = "h.first_at" if timing else "NULL"
