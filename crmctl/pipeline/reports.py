@@ -146,9 +146,9 @@ class _Context:
     def params(self, **extra: Any) -> dict[str, Any]:
         return {"tenant": self.sql.tenant, "at": self.sql.ts(self.as_of), **extra}
 
-    def state(self, *, timing: bool = True, at_param: str = "at") -> str:
+    def state(self, *, timing: bool = True, at_param: str = "at", seek: bool = False) -> str:
         ids = [p.id for p in self.pipelines]
-        return state_sql(self.sql, ids, at_param=None if self.live else at_param, timing=timing)
+        return state_sql(self.sql, ids, at_param=None if self.live else at_param, timing=timing, seek=seek)
 
     def group_expr(self) -> tuple[str, str]:
         """(SQL expression for the --by group, extra join)."""
@@ -259,7 +259,7 @@ def _stage_label(ctx: _Context, stage_id: int) -> str:
 def pipeline_report(ctx: _Context) -> Report:
     grp, join = ctx.group_expr()
     query = (
-        f"WITH st AS ({ctx.state()}) "
+        f"WITH st AS ({ctx.state(seek=True)}) "
         f"SELECT {grp} AS grp, st.stage_id, st.currency, {ctx.rate_day()} AS rate_day, COUNT(*) AS deals, "
         f"SUM(COALESCE(st.amount_cents, 0)) AS amount, "
         f"SUM({ctx.sql.days_between(ctx.sql.ts_param('at'), 'st.entered_at')}) AS age_days "
@@ -432,8 +432,8 @@ def stalled_report(ctx: _Context) -> Report:
     # One pass over the state: the window count sees every stalled deal before LIMIT applies, so
     # the total needs no second scan of the history.
     query = (
-        f"WITH st AS ({ctx.state()}) SELECT st.deal_id, st.name, st.owner, st.stage_id, st.entered_at, "
-        f"st.amount_cents, st.currency, {ctx.rate_day()} AS rate_day, "
+        f"WITH st AS ({ctx.state(seek=True)}) SELECT st.deal_id, st.name, st.owner, st.stage_id, "
+        f"st.entered_at, st.amount_cents, st.currency, {ctx.rate_day()} AS rate_day, "
         f"{ctx.sql.days_between(ctx.sql.ts_param('at'), 'st.entered_at')} AS days, "
         f"COUNT(*) OVER () AS stalled_total FROM st WHERE {where} "
         f"ORDER BY st.entered_at, st.deal_id{limit}"
