@@ -82,6 +82,7 @@ BULK_LOAD_BYTES = 8 * 1024 * 1024
 # when the file adds at least half as many rows as the table already holds.
 BULK_LOAD_BYTES_PER_ROW = 100
 NO_REJECTS = pl.DataFrame(schema=REJECT_SCHEMA)
+NORMALISED_MEMO_ROWS = 500_000  # raw -> normalised reference keys kept across batches, per normaliser
 LAST_INTERACTION_FLUSH = 1_000_000  # contacts held before the projection is written out
 
 Finder = Callable[[Session, pl.Series], pl.DataFrame]
@@ -275,6 +276,8 @@ class _Run:
     result: ImportResult
     pending_parents: list[pl.DataFrame] = field(default_factory=list)  # parent not seen yet
     last_interaction: pl.DataFrame | None = None  # contact_id -> latest occurred_at seen in the file
+    # raw -> normalised reference keys already computed in this run, per normaliser (see by_normalised)
+    normalised: dict[str, pl.DataFrame] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -403,12 +406,29 @@ class _Run:
         extras: Sequence[str] = (),
     ) -> Finder:
         def find(session: Session, raw: pl.Series) -> pl.DataFrame:
-            distinct = raw.unique()
-            pairs = pl.DataFrame({"key_raw": distinct, "key": normalise(distinct)}).drop_nulls("key")
+            pairs = self.normalise_keys(f"{table}.{column}", raw, normalise).drop_nulls("key")
             found = lookup(session, table, column, pairs["key"], select=("id", *extras), where=where)
             return _counted(pairs.join(found, on="key", how="inner").drop("key"))
 
         return find
+
+    def normalise_keys(
+        self, name: str, raw: pl.Series, normalise: Callable[[pl.Series], pl.Series]
+    ) -> pl.DataFrame:
+        """``key_raw, key`` for each distinct raw value. The normalisers are pure and run in Python
+        per distinct value; later batches of a file repeat the same references (a contact's email
+        on many interactions), so what an earlier batch computed is reused. At most
+        ``NORMALISED_MEMO_ROWS`` pairs are kept per normaliser (memory stays bounded)."""
+        wanted = pl.DataFrame({"key_raw": raw.unique()})
+        known = self.normalised.get(name)
+        if known is None:
+            known = pl.DataFrame(schema={"key_raw": raw.dtype, "key": pl.String})
+        reused = known.join(wanted, on="key_raw", how="semi", nulls_equal=True)
+        todo = wanted.join(known, on="key_raw", how="anti", nulls_equal=True)
+        fresh = todo.with_columns(normalise(todo["key_raw"]).cast(pl.String).alias("key"))
+        if known.height + fresh.height <= NORMALISED_MEMO_ROWS:
+            self.normalised[name] = pl.concat([known, fresh])
+        return pl.concat([reused, fresh])
 
     def account_keys(self, *, by_name: bool = True) -> list[tuple[str, Finder]]:
         keys = [

@@ -446,3 +446,37 @@ def test_every_stored_reference_resolves_after_imports_with_dangling_references(
         assert query(db, "PRAGMA foreign_key_check") == []
         with db.session(write=True) as session:  # later transactions check foreign keys again
             assert session.connection().exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_references_repeated_across_batches_resolve_like_in_one_batch(
+    cli: Cli, db: Database, tmp_path: Path
+) -> None:
+    # Normalised reference keys computed in one batch are reused by later ones (a per-run memo).
+    files = _graph_files(tmp_path)
+    for kind in ("accounts", "contacts"):
+        cli("import", kind, str(files[kind]))
+    deals = summary(cli("import", "deals", str(files["deals"]), "--batch-rows", "1", "-f", "json"))["deal"]
+    assert (deals["created"], deals["rejected"]) == (3, 1)
+    accounts = query(
+        db, "SELECT d.external_id, a.external_id FROM deal d JOIN account a ON a.id = d.account_id ORDER BY 1"
+    )
+    assert accounts == [("D1", "A1"), ("D2", "A2"), ("D4", "A1")]
+    activity = write_csv(
+        tmp_path / "repeat.csv",
+        ["contact_email", "kind", "occurred_at"],
+        [
+            ["jo@acme.com", "email", "2026-02-03"],
+            ["ghost@acme.com", "call", "2026-02-04"],
+            ["JO@Acme.com ", "call", "2026-02-05"],
+            ["ghost@acme.com", "call", "2026-02-06"],
+            ["al@acme.de", "call", "2026-02-07"],
+        ],
+    )
+    result = cli("import", "interactions", str(activity), "--batch-rows", "2", "-f", "json")
+    counts = summary(result)["interaction"]
+    assert (counts["created"], counts["rejected"]) == (3, 2)
+    people = query(
+        db,
+        "SELECT c.external_id, count(*) FROM interaction i JOIN contact c ON c.id = i.contact_id GROUP BY 1",
+    )
+    assert sorted(people) == [("C1", 2), ("C2", 1)]
