@@ -106,7 +106,8 @@ def _chunks(session: Session, target: ScanTarget, id_range: tuple[int, int] | No
         sql += " AND id > :low AND id <= :high"
     low, high = id_range or (0, 0)
     result = execute(session, sql, low=low, high=high)
-    while rows := result.fetchmany(FETCH_ROWS):
+    cursor = result.cursor  # the DBAPI cursor: plain tuples, without building a Row per row
+    while rows := cursor.fetchmany(FETCH_ROWS):
         yield pl.DataFrame(
             rows, schema={"text_value": pl.String, "key_value": pl.String}, orient="row"
         ).with_row_index("row")
