@@ -8,6 +8,7 @@ recorded directly (keyed hashes, as ``erasure request`` stores them); the timed 
 ``python -m crmctl erasure run`` subprocess, which takes the lock, runs every step and verifies.
 
     python -m benchmarks erasure --scale full                      # SQLite
+    python -c "from benchmarks import bench_erasure as b; print(b.run('medium'))"  # 200k / 2M / 2,000
     CRMCTL_BENCH_PG=postgresql://postgres@127.0.0.1:5432/test python -m benchmarks erasure --scale full
 """
 

@@ -2,9 +2,11 @@
 
 One pass per table for all requests of a run together. Each table is read once, narrowed in SQL to
 rows whose text could hold an email ('@') or a phone number (runs of digits); the email- and
-phone-shaped tokens of those rows are normalised, keyed-hashed and hash-joined against the batch's
-identity hashes. Raw values never leave this function; what it returns is counts per request and
-table.
+phone-shaped tokens of those rows are normalised and joined against the batch's identifiers: by
+value where the run read the values itself in its identify step (the usual case: no hashing), by
+keyed hash otherwise (a run resumed after a crash holds only the hashes; every distinct token of a
+chunk is then hashed). Raw values never leave this function; what it returns is counts per request
+and table.
 
 Not searched for phone-shaped digits (still searched for emails): machine columns that hold keys and
 hashes (``MACHINE_COLUMNS``). Names are not searched: a name does not identify one person, so
