@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
+from crmctl.db import bulk
 from crmctl.db.engine import Database
 from tests.conftest import Cli
 from tests.pipeline import fixtures
@@ -239,3 +241,32 @@ def test_pipeline_without_deals_reports_zero_totals(cli: Cli, tmp_path: Path) ->
     ]
     steps = report(cli, "changes", "--from", "2025-01-01", "--to", "2025-02-01")["rows"]
     assert all(r["amount"] == 0 for r in steps)
+
+
+def test_as_of_ties_on_changed_at_go_to_the_higher_id(loaded: Cli, db: Database) -> None:
+    # Ids 99 and 100 differ in digit count: a text tie-break must still rank 100 above 99.
+    before = by_key(report(loaded, "pipeline", "--as-of", "2025-04-30")["rows"], "stage")
+    with db.session(write=True) as session:
+        stage = dict(session.execute(text("SELECT name, id FROM stage WHERE tenant_id = 'default'")).all())
+        bulk.insert_rows(
+            session,
+            "stage_change",
+            [
+                {
+                    "id": change_id,
+                    "tenant_id": "default",
+                    "deal_id": 5,
+                    "changed_at": fixtures.at("2025-04-01"),
+                    "from_stage_id": stage["Lead"],
+                    "to_stage_id": stage[to_stage],
+                    "amount_cents": 300_000,
+                    "currency": "USD",
+                    "close_date": date(2025, 5, 30),
+                    "idempotency_key": f"tie{change_id}",
+                }
+                for change_id, to_stage in ((100, "Demo"), (99, "Lead"))
+            ],
+        )
+    after = by_key(report(loaded, "pipeline", "--as-of", "2025-04-30")["rows"], "stage")
+    assert after["Demo"]["deals"] == before["Demo"]["deals"] + 1
+    assert after.get("Lead", {"deals": 0})["deals"] == before["Lead"]["deals"] - 1  # no row when 0
