@@ -267,10 +267,10 @@ def _has_command(*path: str) -> bool:
 
     command: Any = get_command(root)
     for name in path:
-        commands = getattr(command, "commands", None)
-        if not commands or name not in commands:
+        # families load on first use (crmctl.main.FAMILIES): ask the group, not its .commands
+        command = command.get_command(None, name) if hasattr(command, "get_command") else None
+        if command is None:
             return False
-        command = commands[name]
     return True
 
 

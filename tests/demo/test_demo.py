@@ -94,6 +94,12 @@ def test_demo_imports_everything_and_a_second_run_adds_nothing(
     assert scalar(db, "SELECT count(*) FROM contact WHERE external_source = 'demo'") == 60
     assert scalar(db, "SELECT count(*) FROM exchange_rate") > 0
     assert query(db, "SELECT outcome FROM audit_event WHERE command = 'demo'") == [("ok",)]
+    # the four lead files went through `crmctl import leads` (identity resolution), and the tour ran
+    lead_rows = sum(pl.read_csv(f).height for f in (out / "leads").glob("*.csv") if f.name != "truth.csv")
+    assert lead_rows > 0
+    assert scalar(db, "SELECT count(*) FROM source_record") == lead_rows
+    assert "not available" not in result.stderr
+    assert "Scored" in result.stderr
     cli(*args)
     assert {table: scalar(db, f"SELECT count(*) FROM {table}") for table in expected} == counts
     assert not list(out.glob("*.rejects.csv"))
