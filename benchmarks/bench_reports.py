@@ -25,7 +25,7 @@ from sqlalchemy import text
 
 from crmctl.db import bulk, migrate
 from crmctl.db.engine import Database, open_database
-from crmctl.pipeline import config, reports
+from crmctl.pipeline import config, history, reports
 
 SCALES = {"small": 20_000, "full": 1_000_000}
 CHANGES_PER_DEAL = 5
@@ -152,6 +152,7 @@ def generate(db: Database, deals: int) -> dict[str, int]:
             ]
         )
         bulk.insert_frame(session, "exchange_rate", rates)
+        history.refresh(session)
     return {"deals": deals, "stage_changes": changes.height}
 
 

@@ -11,7 +11,7 @@ import typer
 from crmctl.commands.common import AppContext, DryRunOption, FormatOption, app_context, example
 from crmctl.errors import UsageError
 from crmctl.output import OutputFormat
-from crmctl.pipeline import config, currency, reports
+from crmctl.pipeline import config, currency, history, reports
 from crmctl.pipeline.state import end_of_day
 
 app = typer.Typer(
@@ -81,6 +81,7 @@ def _run(
     app_ctx: AppContext, kind: str, options: reports.ReportOptions, fmt: OutputFormat, explain: bool
 ) -> None:
     db = app_ctx.database()
+    history.ensure_fresh(db)
     with db.session() as session:
         report = reports.run_report(session, kind, options)
     if explain and fmt is OutputFormat.table:

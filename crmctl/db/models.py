@@ -9,6 +9,8 @@ Conventions (keep them when adding tables):
   exact and mixed currencies are never added raw;
 - ``interaction``, ``stage_change``, ``product_usage``, ``audit_event`` and ``erasure_step`` are
   append-only logs: rows are inserted, never updated (erasure deletes a person's rows outright);
+  the one exception are derived projection columns (``stage_change.valid_until`` and the
+  ``entered_*_at`` columns, rebuilt by ``crmctl.pipeline.history.refresh``), never facts;
 - JSON columns hold structured detail (payloads, options, counts, candidate values).
 """
 
@@ -267,7 +269,21 @@ class Deal(TenantTable, table=True):
     __tablename__ = "deal"
     __table_args__ = (
         UniqueConstraint("tenant_id", "external_source", "external_id", name="uq_deal_external"),
-        Index("ix_deal_tenant_pipeline_stage", "tenant_id", "pipeline_id", "stage_id"),
+        # Covering for the live reports: they group by these raw columns in index order, so SQLite
+        # streams the aggregate instead of sorting a million rows (issue 5).
+        Index(
+            "ix_deal_tenant_pipeline_stage",
+            "tenant_id",
+            "pipeline_id",
+            "stage_id",
+            "currency",
+            "close_date",
+            "forecast_category",
+            "amount_cents",
+            "entered_stage_at",
+            "entered_pipeline_at",
+            "created_at",
+        ),
         Index("ix_deal_tenant_account", "tenant_id", "account_id"),
         Index("ix_deal_tenant_contact", "tenant_id", "contact_id"),
         Index("ix_deal_tenant_close_date", "tenant_id", "close_date"),
@@ -290,6 +306,10 @@ class Deal(TenantTable, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     closed_at: datetime | None = None
+    # Projections of the stage history (crmctl.pipeline.history): when the deal entered its current
+    # stage and the pipeline; NULL while it has no history (reports fall back to created_at).
+    entered_stage_at: datetime | None = None
+    entered_pipeline_at: datetime | None = None
 
 
 class StageChange(TenantTable, table=True):
@@ -298,20 +318,32 @@ class StageChange(TenantTable, table=True):
     __tablename__ = "stage_change"
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_stage_change_key"),
-        # Covering for the reports' per-deal history scans (as-of state, stage entry, funnel): they
-        # read the index in deal order and never touch the table (issue 5).
+        # The as-of state: rows with changed_at <= T < valid_until are one range of this index, read
+        # without touching the table (issue 5).
         Index(
-            "ix_stage_change_tenant_deal_at",
+            "ix_stage_change_tenant_valid",
             "tenant_id",
-            "deal_id",
+            "valid_until",
             "changed_at",
-            "id",
             "to_stage_id",
-            "from_stage_id",
-            "amount_cents",
             "currency",
             "close_date",
+            "amount_cents",
+            "entered_stage_at",
+            "entered_pipeline_at",
+            "deal_id",
         ),
+        # The funnel's cohort (deals that entered the pipeline in a period) and its stage entries.
+        Index(
+            "ix_stage_change_tenant_cohort",
+            "tenant_id",
+            "entered_pipeline_at",
+            "deal_id",
+            "to_stage_id",
+            "changed_at",
+        ),
+        # A deal's history in order: projection refreshes partition by deal.
+        Index("ix_stage_change_tenant_deal_at", "tenant_id", "deal_id", "changed_at", "id"),
         Index("ix_stage_change_tenant_at", "tenant_id", "changed_at"),
     )
 
@@ -325,6 +357,12 @@ class StageChange(TenantTable, table=True):
     close_date: date | None = None  # close date after the change
     actor: str | None = None
     idempotency_key: str
+    # Projections over the deal's whole history (order: changed_at, then id), kept by
+    # crmctl.pipeline.history.refresh: the next row's changed_at (NULL on the latest row), when the
+    # deal last moved into to_stage_id as of this row, and its first row's changed_at.
+    valid_until: datetime | None = None
+    entered_stage_at: datetime | None = None
+    entered_pipeline_at: datetime | None = None
 
 
 class ExchangeRate(TenantTable, table=True):

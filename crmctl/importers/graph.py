@@ -51,6 +51,7 @@ from crmctl.importers.reader import (
     rejects_for,
     resolve_columns,
 )
+from crmctl.pipeline import history
 
 KINDS = gf.KINDS
 DEFAULT_SOURCE = "import"
@@ -197,6 +198,11 @@ def import_file(db: Database, kind: str, path: Path, options: ImportOptions) -> 
                         run.batch(session, batch, writer)
                 with db.session(write=True) as session:
                     run.finish(session, writer)
+        if kind == "stage-changes" and not options.dry_run:
+            # After the deferred indexes are back: the reports' projections of each touched deal's
+            # history (a killed import leaves them pending; the next import or report finishes them).
+            with db.session(write=True) as session:
+                history.refresh_pending(session)
         status = "completed"
     finally:
         if result.import_run_id is not None:

@@ -18,7 +18,7 @@ from sqlmodel import Session
 from crmctl.db import bulk
 from crmctl.errors import UsageError
 from crmctl.pipeline import config, currency
-from crmctl.pipeline.state import Sql, end_of_day, state_sql
+from crmctl.pipeline.state import Sql, day_number, end_of_day, state_sql, valid_at
 
 GROUPS = ("owner", "segment", "source", "pipeline", "month")
 BUCKETS = ("new", "pulled_in", "increased", "decreased", "unchanged", "slipped_out", "won", "lost")
@@ -68,9 +68,9 @@ DEFINITIONS: dict[str, dict[str, str]] = {
         "total": "the same sums over every open stage; avg_days_in_stage weighted by deals",
     },
     "funnel": {
-        "cohort": "deals whose first stage-history row falls between --from and --to (inclusive); "
-        "only their history up to the as-of time counts; lost stages are not funnel steps; "
-        "--by month groups by the month the deal was created",
+        "cohort": "deals whose first stage-history row falls between --from and --to (inclusive) "
+        "and whose history enters this pipeline's stages; only their history up to the as-of time "
+        "counts; lost stages are not funnel steps; --by month groups by the month the deal was created",
         "reached_any_stage": "cohort deals that reached this stage or any later one (skipped "
         "stages count as passed)",
         "conversion_any_stage": "reached_any_stage(next stage) / reached_any_stage(this stage)",
@@ -146,40 +146,69 @@ class _Context:
     def params(self, **extra: Any) -> dict[str, Any]:
         return {"tenant": self.sql.tenant, "at": self.sql.ts(self.as_of), **extra}
 
-    def state(self, *, timing: bool = True, at_param: str = "at", seek: bool = False) -> str:
+    @property
+    def stage_ids(self) -> list[int]:
+        return list(self.stages)
+
+    def state(self, *, at_param: str = "at", deal: bool = True) -> str:
         ids = [p.id for p in self.pipelines]
-        return state_sql(self.sql, ids, at_param=None if self.live else at_param, timing=timing, seek=seek)
+        return state_sql(self.sql, ids, self.stage_ids, at_param=None if self.live else at_param, deal=deal)
 
-    def group_expr(self) -> tuple[str, str]:
-        """(SQL expression for the --by group, extra join)."""
+    def keys(self, *columns: str) -> str:
+        """GROUP BY over raw ``st`` columns; live, led by pipeline_id so SQLite reads the covering
+        index of ``deal`` in order and streams the aggregate."""
+        keys = [f"st.{c}" for c in columns]
+        group, _ = self.group_sql()
+        return ", ".join((["st.pipeline_id"] if self.live else []) + keys + ([group] if group else []))
+
+    def group_sql(self) -> tuple[str | None, str]:
+        """(raw SQL column for --by, extra join); month and pipeline are derived in polars."""
         by = self.options.by
-        if by is None:
-            return "''", ""
+        if by in (None, "month", "pipeline"):
+            return None, ""
         if by == "segment":
-            return (
-                f"COALESCE(a.segment, '{NONE_LABEL}')",
-                "LEFT JOIN account a ON a.tenant_id = :tenant AND a.id = st.account_id",
-            )
-        if by == "pipeline":
-            return "CAST(st.pipeline_id AS TEXT)" if not self.sql.is_pg else "st.pipeline_id::text", ""
-        if by == "month":
-            return f"COALESCE({self.sql.month('st.close_date')}, '{NONE_LABEL}')", ""
-        return f"COALESCE(st.{by}, '{NONE_LABEL}')", ""
+            return "a.segment", "LEFT JOIN account a ON a.tenant_id = :tenant AND a.id = st.account_id"
+        return f"st.{by}", ""
 
-    def rate_day(self, column: str = "st.close_date") -> str:
-        return _capped_day(column, self.sql.day_param("as_of_day"))
+    @property
+    def needs_deal(self) -> bool:
+        """Whether the --by group needs the deal's own columns (owner, source, account)."""
+        return self.options.by in {"owner", "source", "segment"}
+
+    def select_group(self) -> str:
+        group, _ = self.group_sql()
+        return f"{group} AS grp, " if group else ""
+
+    def finish_group(self, frame: pl.DataFrame, month_of: str = "close_date") -> pl.DataFrame:
+        """Add the ``grp`` label column: the --by value, the month of ``month_of``, or the pipeline."""
+        by = self.options.by
+        if by is None or frame.height == 0:
+            return frame.with_columns(grp=pl.lit("" if by is None else None, pl.String))
+        if by == "pipeline":
+            return frame.with_columns(
+                grp=pl.col("stage_id").replace_strict(
+                    self.stage_pipeline, default=NONE_LABEL, return_dtype=pl.String
+                )
+            )
+        if by == "month":
+            return frame.with_columns(grp=as_date(frame, month_of).dt.strftime("%Y-%m").fill_null(NONE_LABEL))
+        return frame.with_columns(pl.col("grp").cast(pl.String).fill_null(NONE_LABEL))
+
+    def with_rate_day(
+        self, frame: pl.DataFrame, column: str = "close_date", name: str = "rate_day"
+    ) -> pl.DataFrame:
+        """The rate day: ``column`` (a date), or the as-of date when it is later or unknown."""
+        cap = self.as_of.date()
+        day = as_date(frame, column)
+        return frame.with_columns(
+            pl.when(day.is_null() | (day > cap)).then(pl.lit(cap)).otherwise(day).alias(name)
+        )
 
     def read(self, query: str, params: dict[str, Any]) -> pl.DataFrame:
         return bulk.read_frame(self.session, query, params)
 
     def convert(self, frame: pl.DataFrame, amounts: dict[str, str], **kw: str) -> pl.DataFrame:
         return currency.convert(frame, self.target, self.rates(), amounts=amounts, **kw)
-
-    def group_label(self, frame: pl.DataFrame) -> pl.DataFrame:
-        if self.options.by == "pipeline" and frame.height:
-            names = {str(p.id): p.name for p in self.pipelines}
-            frame = frame.with_columns(pl.col("grp").replace_strict(names, default=NONE_LABEL))
-        return frame
 
     def period(self) -> tuple[date, date]:
         """--from/--to; by default the 90 days up to the as-of date."""
@@ -227,6 +256,15 @@ def _context(session: Session, options: ReportOptions, *, single_pipeline: bool 
     )
 
 
+def as_date(frame: pl.DataFrame, column: str) -> pl.Expr:
+    """A date column as read back: ISO text on SQLite, a date on PostgreSQL."""
+    if frame.schema[column] == pl.String:
+        return pl.col(column).str.slice(0, 10).str.to_date("%Y-%m-%d")
+    if frame.schema[column] == pl.Null:
+        return pl.col(column).cast(pl.Date)
+    return pl.col(column).cast(pl.Date)
+
+
 def _units(cents: int | float | None) -> float:
     return round((cents or 0) / 100, 2)
 
@@ -257,17 +295,21 @@ def _stage_label(ctx: _Context, stage_id: int) -> str:
 
 
 def pipeline_report(ctx: _Context) -> Report:
-    grp, join = ctx.group_expr()
+    _, join = ctx.group_sql()
     query = (
-        f"WITH st AS ({ctx.state(seek=True)}) "
-        f"SELECT {grp} AS grp, st.stage_id, st.currency, {ctx.rate_day()} AS rate_day, COUNT(*) AS deals, "
+        f"WITH st AS ({ctx.state(deal=ctx.needs_deal)}) "
+        f"SELECT {ctx.select_group()}st.stage_id, st.currency, st.close_date, COUNT(*) AS deals, "
         f"SUM(COALESCE(st.amount_cents, 0)) AS amount, "
-        f"SUM({ctx.sql.days_between(ctx.sql.ts_param('at'), 'st.entered_at')}) AS age_days "
+        f"SUM({ctx.sql.day_number('st.entered_at')}) AS entered_days "
         f"FROM st {join} WHERE st.stage_id IN ({_open_ids(ctx)}) "
-        "GROUP BY 1, 2, 3, 4"
+        f"GROUP BY {ctx.keys('stage_id', 'currency', 'close_date')}"
     )
-    frame = ctx.read(query, ctx.params(as_of_day=ctx.sql.day(ctx.as_of.date())))
-    frame = ctx.group_label(ctx.convert(frame, {"amount": "amount_conv"}))
+    frame = ctx.read(query, ctx.params())
+    frame = frame.with_columns(
+        # sum(at - entered) = deals x at - sum(entered), in days
+        age_days=pl.col("deals") * day_number(ctx.as_of) - pl.col("entered_days").cast(pl.Float64)
+    )
+    frame = ctx.finish_group(ctx.convert(ctx.with_rate_day(frame), {"amount": "amount_conv"}))
     prob = {sid: s.probability for sid, s in ctx.stages.items()}
     rows: list[dict[str, Any]] = []
     if frame.height:
@@ -327,34 +369,42 @@ def _pipeline_row(ctx: _Context, group_name: str, stage: str, r: dict[str, Any])
 def forecast_report(ctx: _Context) -> Report:
     if ctx.options.period not in {"month", "quarter"}:
         raise UsageError("--period must be month or quarter.")
-    grp, join = ctx.group_expr()
+    _, join = ctx.group_sql()
     commit = [s.id for s in ctx.stages.values() if s.is_open and s.probability >= 0.7]
     best = [s.id for s in ctx.stages.values() if s.is_open and 0.4 <= s.probability < 0.7]
-    category = (
-        f"CASE WHEN st.stage_id IN ({_won_ids(ctx)}) THEN 'won' "
-        "WHEN st.forecast_category IN ('commit', 'best_case', 'pipeline', 'omitted') "
-        "THEN st.forecast_category "
-        f"WHEN st.stage_id IN ({_ids(commit)}) THEN 'commit' "
-        f"WHEN st.stage_id IN ({_ids(best)}) THEN 'best_case' "
-        "ELSE 'pipeline' END"
-    )
+    won = [s.id for s in ctx.stages.values() if s.is_won]
     where = [f"st.stage_id IN ({_open_ids(ctx)}, {_won_ids(ctx)})", "st.close_date IS NOT NULL"]
-    params = ctx.params(as_of_day=ctx.sql.day(ctx.as_of.date()))
+    params = ctx.params()
     if ctx.options.date_from:
         where.append(f"st.close_date >= {ctx.sql.day_param('from_day')}")
         params["from_day"] = ctx.sql.day(ctx.options.date_from)
     if ctx.options.date_to:
         where.append(f"st.close_date <= {ctx.sql.day_param('to_day')}")
         params["to_day"] = ctx.sql.day(ctx.options.date_to)
-    month = ctx.sql.month("st.close_date")
+    # Raw columns in the database (an index-ordered aggregate); category and month in polars.
     query = (
-        f"WITH st AS ({ctx.state(timing=False)}) "
-        f"SELECT {grp} AS grp, {month} AS month, {category} AS category, st.currency, "
-        f"{ctx.rate_day()} AS rate_day, SUM(COALESCE(st.amount_cents, 0)) AS amount "
+        f"WITH st AS ({ctx.state()}) "
+        f"SELECT {ctx.select_group()}st.stage_id, st.currency, st.close_date, st.forecast_category, "
+        f"SUM(COALESCE(st.amount_cents, 0)) AS amount "
         f"FROM st {join} WHERE {' AND '.join(where)} "
-        "GROUP BY 1, 2, 3, 4, 5"
+        f"GROUP BY {ctx.keys('stage_id', 'currency', 'close_date', 'forecast_category')}"
     )
-    frame = ctx.group_label(ctx.convert(ctx.read(query, params), {"amount": "amount_conv"}))
+    frame = ctx.read(query, params)
+    if frame.height:
+        stage = pl.col("stage_id")
+        frame = frame.with_columns(
+            category=pl.when(stage.is_in(won))
+            .then(pl.lit("won"))
+            .when(pl.col("forecast_category").is_in(["commit", "best_case", "pipeline", "omitted"]))
+            .then(pl.col("forecast_category"))
+            .when(stage.is_in(commit))
+            .then(pl.lit("commit"))
+            .when(stage.is_in(best))
+            .then(pl.lit("best_case"))
+            .otherwise(pl.lit("pipeline")),
+            month=as_date(frame, "close_date").dt.strftime("%Y-%m"),
+        )
+    frame = ctx.finish_group(ctx.convert(ctx.with_rate_day(frame), {"amount": "amount_conv"}))
     categories = ["won", "commit", "best_case", "pipeline"]
     rows: list[dict[str, Any]] = []
     if frame.height:
@@ -417,7 +467,7 @@ def stalled_report(ctx: _Context) -> Report:
     days = ctx.options.days
     if days is not None and days < 0:
         raise UsageError("--days must be zero or more.")
-    params = ctx.params(as_of_day=ctx.sql.day(ctx.as_of.date()))
+    params = ctx.params()
     conditions = []
     for stage in ctx.stages.values():
         threshold = days if days is not None else stage.stall_days
@@ -429,18 +479,24 @@ def stalled_report(ctx: _Context) -> Report:
         params[f"cut{stage.id}"] = ctx.sql.ts(ctx.as_of - timedelta(days=threshold))
     where = " OR ".join(conditions) or "1 = 0"
     limit = f" LIMIT {int(ctx.options.limit)}" if ctx.options.limit else ""
-    # One pass over the state: the window count sees every stalled deal before LIMIT applies, so
-    # the total needs no second scan of the history.
-    query = (
-        f"WITH st AS ({ctx.state(seek=True)}) SELECT st.deal_id, st.name, st.owner, st.stage_id, "
-        f"st.entered_at, st.amount_cents, st.currency, {ctx.rate_day()} AS rate_day, "
-        f"{ctx.sql.days_between(ctx.sql.ts_param('at'), 'st.entered_at')} AS days, "
-        f"COUNT(*) OVER () AS stalled_total FROM st WHERE {where} "
-        f"ORDER BY st.entered_at, st.deal_id{limit}"
+    state = f"WITH st AS ({ctx.state(deal=False)}) "
+    total = int(ctx.read(f"{state}SELECT COUNT(*) AS n FROM st WHERE {where}", params)["n"][0] or 0)
+    # The oldest first from the index alone; names and owners only for the deals listed.
+    frame = ctx.read(
+        f"{state}SELECT st.deal_id, st.stage_id, st.amount_cents, st.currency, st.close_date, "
+        f"{ctx.sql.day_number('st.entered_at')} AS entered_days FROM st WHERE {where} "
+        f"ORDER BY st.entered_at, st.deal_id{limit}",
+        params,
     )
-    frame = ctx.read(query, params)
-    total = int(frame["stalled_total"][0]) if frame.height else 0
-    frame = ctx.convert(frame, {"amount_cents": "amount_conv"})
+    if frame.height:
+        ids = ", ".join(str(int(i)) for i in frame["deal_id"])
+        names = ctx.read(
+            f"SELECT id AS deal_id, name, owner FROM deal WHERE tenant_id = :tenant AND id IN ({ids})", params
+        )
+        frame = frame.join(names, on="deal_id", how="left").with_columns(
+            days=day_number(ctx.as_of) - pl.col("entered_days")
+        )
+    frame = ctx.convert(ctx.with_rate_day(frame), {"amount_cents": "amount_conv"})
     frame = frame.sort("days", "deal_id", descending=[True, False]) if frame.height else frame
     rows = [
         {
@@ -479,29 +535,37 @@ def stalled_report(ctx: _Context) -> Report:
 
 
 def velocity_report(ctx: _Context) -> Report:
-    grp, join = ctx.group_expr()
+    _, join = ctx.group_sql()
     period_start, period_end = ctx.period()
     start_ts = datetime.combine(period_start, datetime.min.time(), tzinfo=UTC)
     params = ctx.params(
-        as_of_day=ctx.sql.day(ctx.as_of.date()),
         p_from=ctx.sql.ts(start_ts),
         p_to=ctx.sql.ts(min(end_of_day(period_end), ctx.as_of)),
     )
     in_period = (
         f"st.entered_at >= {ctx.sql.ts_param('p_from')} AND st.entered_at <= {ctx.sql.ts_param('p_to')}"
     )
-    kind = (
-        f"CASE WHEN st.stage_id IN ({_open_ids(ctx)}) THEN 'open' "
-        f"WHEN st.stage_id IN ({_won_ids(ctx)}) AND {in_period} THEN 'won' "
-        f"WHEN st.stage_id IN ({_lost_ids(ctx)}) AND {in_period} THEN 'lost' END"
-    )
+    won, lost = _won_ids(ctx), _lost_ids(ctx)
+    cycle = f"{ctx.sql.day_number('st.entered_at')} - {ctx.sql.day_number('st.first_at')}"
     query = (
-        f"WITH st AS ({ctx.state()}) SELECT * FROM (SELECT {grp} AS grp, {kind} AS kind, st.currency, "
-        f"{ctx.rate_day()} AS rate_day, COUNT(*) AS deals, SUM(COALESCE(st.amount_cents, 0)) AS amount, "
-        f"SUM({ctx.sql.days_between('st.entered_at', 'st.first_at')}) AS cycle_days "
-        f"FROM st {join} GROUP BY 1, 2, 3, 4) v WHERE kind IS NOT NULL"
+        f"WITH st AS ({ctx.state(deal=ctx.needs_deal)}) SELECT {ctx.select_group()}st.stage_id, "
+        "st.currency, st.close_date, COUNT(*) AS deals, SUM(COALESCE(st.amount_cents, 0)) AS amount, "
+        f"SUM(CASE WHEN st.stage_id IN ({won}) THEN {cycle} END) AS cycle_days FROM st {join} "
+        f"WHERE st.stage_id IN ({_open_ids(ctx)}) OR (st.stage_id IN ({won}, {lost}) AND {in_period}) "
+        f"GROUP BY {ctx.keys('stage_id', 'currency', 'close_date')}"
     )
-    frame = ctx.group_label(ctx.convert(ctx.read(query, params), {"amount": "amount_conv"}))
+    frame = ctx.read(query, params)
+    if frame.height:
+        open_ids = [s.id for s in ctx.stages.values() if s.is_open]
+        won_ids = [s.id for s in ctx.stages.values() if s.is_won]
+        frame = frame.with_columns(
+            kind=pl.when(pl.col("stage_id").is_in(open_ids))
+            .then(pl.lit("open"))
+            .when(pl.col("stage_id").is_in(won_ids))
+            .then(pl.lit("won"))
+            .otherwise(pl.lit("lost"))
+        )
+    frame = ctx.finish_group(ctx.convert(ctx.with_rate_day(frame), {"amount": "amount_conv"}))
     rows = []
     groups = sorted(frame["grp"].unique().to_list()) if frame.height else []
     for g in [*groups, None] if ctx.options.by else [None]:
@@ -556,9 +620,11 @@ def _velocity_row(ctx: _Context, label: str, part: pl.DataFrame) -> dict[str, An
 def funnel_report(ctx: _Context) -> Report:
     (pipeline,) = ctx.pipelines
     steps = [s for s in pipeline.stages if not s.is_lost]
-    grp, join = ctx.group_expr()
+    group, join = ctx.group_sql()
     if ctx.options.by == "month":
-        grp = f"COALESCE({ctx.sql.month('st.first_at')}, '{NONE_LABEL}')"
+        group = f"COALESCE({ctx.sql.month('st.first_at')}, '{NONE_LABEL}')"
+    elif ctx.options.by == "pipeline":
+        group = f"'{pipeline.name}'"
     period_start, period_end = ctx.period()
     params = ctx.params(
         c_from=ctx.sql.ts(datetime.combine(period_start, datetime.min.time(), tzinfo=UTC)),
@@ -580,21 +646,31 @@ def funnel_report(ctx: _Context) -> Report:
             f"st.e{j - 1} <= st.e{j}" for j in range(1, k + 1)
         ]
         reached_in_order.append(f"SUM(CASE WHEN {' AND '.join(chain)} THEN 1 ELSE 0 END)")
+    # The cohort is a range of the history's entered_pipeline_at index, grouped in index order.
+    cohort = (
+        f"SELECT entered_pipeline_at AS first_at, deal_id, {entries} FROM stage_change "
+        f"WHERE tenant_id = :tenant AND entered_pipeline_at >= {ctx.sql.ts_param('c_from')} "
+        f"AND entered_pipeline_at <= {ctx.sql.ts_param('c_to')} "
+        f"AND to_stage_id IN ({_ids(pipeline.stages)}){bound} GROUP BY entered_pipeline_at, deal_id"
+    )
+    if ctx.needs_deal:
+        cohort = (
+            f"SELECT f.*, d.owner, d.source, d.account_id FROM ({cohort}) f "
+            "JOIN deal d ON d.tenant_id = :tenant AND d.id = f.deal_id"
+        )
     query = (
-        f"WITH st AS (SELECT f.*, d.owner, d.source, d.account_id, d.pipeline_id, d.close_date FROM "
-        f"(SELECT deal_id, MIN(changed_at) AS first_at, {entries} FROM stage_change "
-        f"WHERE tenant_id = :tenant{bound} GROUP BY deal_id "
-        f"HAVING MIN(changed_at) >= {ctx.sql.ts_param('c_from')} "
-        f"AND MIN(changed_at) <= {ctx.sql.ts_param('c_to')}) f "
-        f"JOIN deal d ON d.tenant_id = :tenant AND d.id = f.deal_id AND d.pipeline_id = {int(pipeline.id)}) "
-        f"SELECT {grp} AS grp, COUNT(*) AS cohort, "
+        f"WITH st AS ({cohort}) SELECT {group or chr(39) * 2} AS grp, COUNT(*) AS cohort, "
         + ", ".join(
             f"{a} AS any{k}, {o} AS ord{k}"
             for k, (a, o) in enumerate(zip(reached_any, reached_in_order, strict=True))
         )
-        + f" FROM st {join} GROUP BY 1"
+        + f" FROM st {join}"
+        + (" GROUP BY 1" if group else "")
     )
-    frame = ctx.group_label(ctx.read(query, params))
+    frame = ctx.read(query, params)
+    frame = frame.filter(pl.col("cohort") > 0) if frame.height else frame
+    if ctx.options.by in {"owner", "source", "segment"} and frame.height:
+        frame = frame.with_columns(pl.col("grp").cast(pl.String).fill_null(NONE_LABEL))
     rows: list[dict[str, Any]] = []
     if frame.height:
         groups = frame.to_dicts()
@@ -676,11 +752,23 @@ def changes_report(ctx: _Context) -> Report:
     if opts.details is not None and opts.details not in BUCKETS:
         raise UsageError(f"--details must be one of {', '.join(BUCKETS)}.")
     sql = ctx.sql
-    ids = [p.id for p in ctx.pipelines]
-    s1 = state_sql(sql, ids, at_param="t1", timing=False)
-    s2 = state_sql(sql, ids, at_param="t2", timing=False)
     open_ids = _open_ids(ctx)
     w = f"BETWEEN {sql.day_param('w_from')} AND {sql.day_param('w_to')}"
+    # The deals tracked at either end (each an index range of the valid rows), then both states of
+    # just those deals; every tracked deal exists at the later end, so s2 is never missing.
+    tracked = " UNION ".join(
+        f"SELECT deal_id FROM stage_change s WHERE s.tenant_id = :tenant AND {valid_at(sql, 's', t)} "
+        f"AND s.to_stage_id IN ({open_ids}) AND s.close_date {w}"
+        for t in ("t1", "t2")
+    )
+
+    def state(t: str) -> str:
+        return (
+            "SELECT s.deal_id, s.to_stage_id AS stage_id, s.amount_cents, s.currency, s.close_date "
+            "FROM tracked c JOIN stage_change s ON s.tenant_id = :tenant AND s.deal_id = c.deal_id "
+            f"WHERE {valid_at(sql, 's', t)}"
+        )
+
     # CASE, not a bare predicate: s1 is NULL for deals that did not exist yet, and NOT NULL is NULL.
     in1 = f"(CASE WHEN s1.stage_id IN ({open_ids}) AND s1.close_date {w} THEN 1 ELSE 0 END = 1)"
     in2 = f"(CASE WHEN s2.stage_id IN ({open_ids}) AND s2.close_date {w} THEN 1 ELSE 0 END = 1)"
@@ -696,10 +784,22 @@ def changes_report(ctx: _Context) -> Report:
     )
     day1 = _capped_day("s1.close_date", sql.day_param("d1"))
     day2 = _capped_day("s2.close_date", sql.day_param("d2"))
-    grp, join = ctx.group_expr()
-    grp = grp.replace("st.", "s2.")
-    join = join.replace("st.", "s2.")
-    joined = f"FROM ({s2}) s2 LEFT JOIN ({s1}) s1 ON s1.deal_id = s2.deal_id {join} WHERE {in1} OR {in2}"
+    group, join = ctx.group_sql()
+    if ctx.needs_deal:
+        join = "JOIN deal d ON d.tenant_id = :tenant AND d.id = s2.deal_id " + join.replace("st.", "d.")
+        grp = f"COALESCE({group.replace('st.', 'd.')}, '{NONE_LABEL}')" if group else "''"
+    elif ctx.options.by == "month":
+        grp = f"COALESCE({sql.month('s2.close_date')}, '{NONE_LABEL}')"
+    elif ctx.options.by == "pipeline":
+        grp = (
+            "CASE "
+            + " ".join(f"WHEN s2.stage_id IN ({_ids(p.stages)}) THEN '{int(p.id)}'" for p in ctx.pipelines)
+            + f" ELSE '{NONE_LABEL}' END"
+        )
+    else:
+        grp = "''"
+    joined = f"FROM s2 LEFT JOIN s1 ON s1.deal_id = s2.deal_id {join} WHERE {in1} OR {in2}"
+    with_states = f"WITH tracked AS ({tracked}), s1 AS ({state('t1')}), s2 AS ({state('t2')}) "
     params = {
         "tenant": sql.tenant,
         "t1": sql.ts(start_at),
@@ -710,8 +810,8 @@ def changes_report(ctx: _Context) -> Report:
         "w_to": sql.day(window_to),
     }
     query = (
-        f"SELECT grp, bucket, cur1, day1, cur2, day2, COUNT(*) AS deals, SUM(n1) AS n1, SUM(n2) AS n2, "
-        "SUM(a1) AS a1, SUM(a2) AS a2 FROM ("
+        f"{with_states}SELECT grp, bucket, cur1, day1, cur2, day2, COUNT(*) AS deals, "
+        "SUM(n1) AS n1, SUM(n2) AS n2, SUM(a1) AS a1, SUM(a2) AS a2 FROM ("
         f"SELECT {grp} AS grp, {bucket} AS bucket, COALESCE(s1.currency, s2.currency) AS cur1, "
         f"COALESCE({day1}, {sql.day_param('d1')}) AS day1, s2.currency AS cur2, {day2} AS day2, "
         f"CASE WHEN {in1} THEN COALESCE(s1.amount_cents, 0) ELSE 0 END AS a1, "
@@ -721,9 +821,14 @@ def changes_report(ctx: _Context) -> Report:
     )
     frame = ctx.read(query, params)
     frame = ctx.convert(frame, {"a1": "v1"}, currency="cur1", rate_day="day1")
-    frame = ctx.group_label(ctx.convert(frame, {"a2": "v2"}, currency="cur2", rate_day="day2"))
+    frame = ctx.convert(frame, {"a2": "v2"}, currency="cur2", rate_day="day2")
+    if ctx.options.by == "pipeline" and frame.height:
+        names = {str(p.id): p.name for p in ctx.pipelines}
+        frame = frame.with_columns(pl.col("grp").replace_strict(names, default=NONE_LABEL))
     if opts.details is not None:
-        return _changes_details(ctx, joined, bucket, params, (day1, day2), (window_from, window_to))
+        return _changes_details(
+            ctx, with_states, joined, bucket, params, (day1, day2), (window_from, window_to)
+        )
     rows: list[dict[str, Any]] = []
     groups = sorted(frame["grp"].unique().to_list()) if frame.height else []
     identity_ok = True
@@ -764,6 +869,7 @@ def _total(part: pl.DataFrame, column: str) -> int:
 
 def _changes_details(
     ctx: _Context,
+    with_states: str,
     joined: str,
     bucket: str,
     params: dict[str, Any],
@@ -772,11 +878,13 @@ def _changes_details(
 ) -> Report:
     limit = f" LIMIT {int(ctx.options.limit)}" if ctx.options.limit else ""
     query = (
-        f"SELECT * FROM (SELECT s2.deal_id, s2.name, s2.owner, s1.stage_id AS stage1, s2.stage_id AS stage2, "
+        f"{with_states}SELECT x.*, n.name, n.owner FROM (SELECT s2.deal_id, s1.stage_id AS stage1, "
+        "s2.stage_id AS stage2, "
         f"s1.amount_cents AS a1, s2.amount_cents AS a2, s1.currency AS cur1, s2.currency AS cur2, "
         f"s1.close_date AS close1, s2.close_date AS close2, "
         f"COALESCE({days[0]}, {ctx.sql.day_param('d1')}) AS day1, {days[1]} AS day2, "
-        f"{bucket} AS bucket {joined}) x WHERE bucket = :bucket ORDER BY deal_id{limit}"
+        f"{bucket} AS bucket {joined}) x JOIN deal n ON n.tenant_id = :tenant AND n.id = x.deal_id "
+        f"WHERE x.bucket = :bucket ORDER BY x.deal_id{limit}"
     )
     frame = ctx.read(query, params | {"bucket": ctx.options.details})
     rows = []

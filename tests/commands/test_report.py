@@ -270,3 +270,15 @@ def test_as_of_ties_on_changed_at_go_to_the_higher_id(loaded: Cli, db: Database)
     after = by_key(report(loaded, "pipeline", "--as-of", "2025-04-30")["rows"], "stage")
     assert after["Demo"]["deals"] == before["Demo"]["deals"] + 1
     assert after.get("Lead", {"deals": 0})["deals"] == before["Lead"]["deals"] - 1  # no row when 0
+
+
+def test_history_written_by_another_tool_is_projected_before_reporting(loaded: Cli, db: Database) -> None:
+    # The fixture writes stage_change rows directly (as a killed import or another tool would),
+    # leaving their projections pending; the first report finishes them, then answers.
+    pending = "SELECT count(*) FROM stage_change WHERE entered_pipeline_at IS NULL"
+    with db.session() as session:
+        assert session.execute(text(pending)).scalar_one() > 0
+    rows = by_key(report(loaded, "pipeline", "--as-of", "2025-03-31")["rows"], "stage")
+    assert rows["TOTAL"]["deals"] == 3
+    with db.session() as session:
+        assert session.execute(text(pending)).scalar_one() == 0

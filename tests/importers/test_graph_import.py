@@ -216,6 +216,10 @@ def test_deals_history_and_append_only_activity_are_idempotent(
         "stage_change"
     ]
     assert (history["created"], history["rejected"]) == (2, 1)
+    # The import writes the reports' projections of each deal's history itself.
+    assert scalar(db, "SELECT count(*) FROM stage_change WHERE entered_pipeline_at IS NULL") == 0
+    (stamps,) = query(db, "SELECT entered_stage_at, entered_pipeline_at FROM deal WHERE external_id = 'D1'")
+    assert [str(v)[:16] for v in stamps] == ["2026-02-01 10:30", "2026-01-05 09:00"]
     activity = summary(cli("import", "interactions", str(files["interactions"]), "-f", "json"))["interaction"]
     assert (activity["created"], activity["rejected"]) == (2, 2)
     reasons = (tmp_path / "activity.rejects.csv").read_text().splitlines()[1:]

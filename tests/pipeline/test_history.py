@@ -1,0 +1,175 @@
+"""The stage-history projections (valid_until, entered_*_at) against a naive recomputation.
+
+Histories arrive out of order and in several batches, with ties on changed_at; after each refresh
+the rows valid at T must be exactly each deal's last row at or before T (order: changed_at, id),
+and the timing columns what the history says.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+from sqlalchemy import text
+
+from crmctl.db import bulk
+from crmctl.db.engine import Database
+from crmctl.pipeline import config, history
+from crmctl.pipeline.state import Sql, valid_at
+
+EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
+STAGES = ("A", "B", "C")
+
+
+def _setup(db: Database) -> dict[str, int]:
+    with db.session(write=True) as session:
+        specs = tuple(config.StageSpec(name, 0.5) for name in STAGES)
+        config.set_pipelines(session, [config.PipelineSpec("p", specs, True, "USD")])
+        (pipeline,) = config.list_pipelines(session)
+        pipeline_id = pipeline.id
+        stage = {s.name: s.id for s in pipeline.stages}
+        bulk.insert_rows(
+            session,
+            "deal",
+            [
+                {
+                    "id": d,
+                    "tenant_id": "default",
+                    "pipeline_id": pipeline_id,
+                    "stage_id": stage["A"],
+                    "currency": "USD",
+                    "created_at": EPOCH,
+                    "updated_at": EPOCH,
+                }
+                for d in range(1, 21)
+            ],
+        )
+    return stage
+
+
+def _random_history(rng: random.Random, stage: dict[str, int]) -> list[dict[str, object]]:
+    rows = []
+    for deal in range(1, 21):
+        previous = None
+        for step in range(rng.randint(1, 6)):
+            to = rng.choice(STAGES)
+            # Ties on purpose: several changes of one deal in the same microsecond.
+            at = EPOCH + timedelta(days=rng.choice([0, 1, 1, 2, 3, 5, 8]) + step // 3)
+            rows.append(
+                {
+                    "tenant_id": "default",
+                    "deal_id": deal,
+                    "changed_at": at,
+                    "from_stage_id": stage[previous] if previous else None,
+                    "to_stage_id": stage[to],
+                    "amount_cents": rng.randint(1, 9) * 100,
+                    "currency": "USD",
+                    "idempotency_key": f"{deal}-{step}-{rng.random()}",
+                }
+            )
+            previous = to
+    rng.shuffle(rows)
+    return rows
+
+
+def _stored(db: Database) -> pl.DataFrame:
+    with db.session() as session:
+        frame = bulk.read_frame(
+            session,
+            "SELECT id, deal_id, changed_at, from_stage_id, to_stage_id, valid_until, entered_stage_at, "
+            "entered_pipeline_at FROM stage_change WHERE tenant_id = 'default'",
+        )
+    return frame.with_columns(
+        pl.col(c).cast(pl.String).str.slice(0, 19)
+        for c in ("changed_at", "valid_until", "entered_stage_at", "entered_pipeline_at")
+    )
+
+
+def _expected(frame: pl.DataFrame) -> pl.DataFrame:
+    """The projections computed naively, deal by deal, in Python."""
+    out = []
+    for _, rows in frame.sort("deal_id", "changed_at", "id").group_by("deal_id", maintain_order=True):
+        records = rows.to_dicts()
+        entered = None
+        for i, r in enumerate(records):
+            if r["from_stage_id"] is None or r["from_stage_id"] != r["to_stage_id"]:
+                entered = r["changed_at"]
+            out.append(
+                {
+                    "id": r["id"],
+                    "valid_until": records[i + 1]["changed_at"] if i + 1 < len(records) else None,
+                    "entered_stage_at": entered,
+                    "entered_pipeline_at": records[0]["changed_at"],
+                }
+            )
+    return pl.DataFrame(
+        out,
+        schema={c: pl.String for c in ("valid_until", "entered_stage_at", "entered_pipeline_at")}
+        | {"id": pl.Int64},
+    )
+
+
+def test_projections_follow_out_of_order_batches(db: Database) -> None:
+    stage = _setup(db)
+    rows = _random_history(random.Random(7), stage)
+    for start in range(0, len(rows), 17):
+        with db.session(write=True) as session:
+            bulk.insert_rows(session, "stage_change", rows[start : start + 17])
+            assert history.refresh_pending(session) > 0
+        stored = _stored(db)
+        want = _expected(stored)
+        got = stored.select("id", "valid_until", "entered_stage_at", "entered_pipeline_at").sort("id")
+        want = want.select(got.columns).sort("id")
+        assert got.rows() == want.rows(), "projection differs from the naive recomputation"
+    with db.session(write=True) as session:
+        assert history.refresh_pending(session) == 0  # nothing pending
+        assert history.refresh(session) == 0  # and a full refresh changes nothing
+
+
+def test_rows_valid_at_each_moment_are_the_last_row_at_or_before_it(db: Database) -> None:
+    stage = _setup(db)
+    with db.session(write=True) as session:
+        bulk.insert_rows(session, "stage_change", _random_history(random.Random(11), stage))
+        history.refresh(session)
+    stored = _stored(db)
+    for day in range(-1, 11):
+        moment = EPOCH + timedelta(days=day, hours=12)
+        with db.session() as session:
+            sql = Sql.of(session)
+            got = bulk.read_frame(
+                session,
+                f"SELECT s.deal_id, s.id FROM stage_change s WHERE s.tenant_id = 'default' "
+                f"AND {valid_at(sql, 's', 'at')} ORDER BY s.deal_id",
+                {"at": sql.ts(moment)},
+            )
+        cut = moment.strftime("%Y-%m-%d %H:%M:%S")
+        want = (
+            stored.filter(pl.col("changed_at") <= cut)
+            .sort("deal_id", "changed_at", "id")
+            .group_by("deal_id", maintain_order=True)
+            .last()
+            .select("deal_id", "id")
+        )
+        assert got.rows() == want.rows(), f"state as of day {day}"
+
+
+def test_deal_carries_the_timing_of_its_latest_row(db: Database) -> None:
+    stage = _setup(db)
+    with db.session(write=True) as session:
+        bulk.insert_rows(session, "stage_change", _random_history(random.Random(3), stage))
+        history.refresh(session)
+        mismatches = session.execute(
+            text(
+                "SELECT COUNT(*) FROM deal d "
+                "JOIN stage_change s ON s.deal_id = d.id AND s.valid_until IS NULL "
+                "WHERE d.entered_pipeline_at IS NULL OR d.entered_pipeline_at <> s.entered_pipeline_at "
+                "OR (d.entered_stage_at IS NULL) <> (s.entered_stage_at IS NULL) "
+                "OR d.entered_stage_at <> s.entered_stage_at"
+            )
+        ).scalar_one()
+        latest = session.execute(
+            text("SELECT COUNT(*) FROM stage_change WHERE valid_until IS NULL")
+        ).scalar_one()
+    assert mismatches == 0
+    assert latest == 20  # exactly one latest row per deal
