@@ -265,6 +265,19 @@ def as_date(frame: pl.DataFrame, column: str) -> pl.Expr:
     return pl.col(column).cast(pl.Date)
 
 
+def _coarse(ctx: _Context, frame: pl.DataFrame, keys: list[str], sums: list[str]) -> pl.DataFrame:
+    """Sum the database's fine groups up to (group, ``keys``, currency, rate day), then convert.
+
+    Converting (and rounding to the cent) once per coarse group keeps the totals independent of
+    how finely the database grouped."""
+    frame = ctx.finish_group(ctx.with_rate_day(frame))
+    if frame.height:
+        by = ["grp", *keys, "currency", "rate_day"]
+        # Sorted: float sums downstream must not depend on hash-table order (reproducible cents).
+        frame = frame.group_by(by).agg(pl.col(c).sum() for c in sums).sort(by, nulls_last=True)
+    return ctx.convert(frame, {"amount": "amount_conv"})
+
+
 def _units(cents: int | float | None) -> float:
     return round((cents or 0) / 100, 2)
 
@@ -309,7 +322,7 @@ def pipeline_report(ctx: _Context) -> Report:
         # sum(at - entered) = deals x at - sum(entered), in days
         age_days=pl.col("deals") * day_number(ctx.as_of) - pl.col("entered_days").cast(pl.Float64)
     )
-    frame = ctx.finish_group(ctx.convert(ctx.with_rate_day(frame), {"amount": "amount_conv"}))
+    frame = _coarse(ctx, frame, ["stage_id"], ["deals", "amount", "age_days"])
     prob = {sid: s.probability for sid, s in ctx.stages.items()}
     rows: list[dict[str, Any]] = []
     if frame.height:
@@ -404,7 +417,7 @@ def forecast_report(ctx: _Context) -> Report:
             .otherwise(pl.lit("pipeline")),
             month=as_date(frame, "close_date").dt.strftime("%Y-%m"),
         )
-    frame = ctx.finish_group(ctx.convert(ctx.with_rate_day(frame), {"amount": "amount_conv"}))
+    frame = _coarse(ctx, frame, ["month", "category"], ["amount"])
     categories = ["won", "commit", "best_case", "pipeline"]
     rows: list[dict[str, Any]] = []
     if frame.height:
@@ -565,7 +578,7 @@ def velocity_report(ctx: _Context) -> Report:
             .then(pl.lit("won"))
             .otherwise(pl.lit("lost"))
         )
-    frame = ctx.finish_group(ctx.convert(ctx.with_rate_day(frame), {"amount": "amount_conv"}))
+    frame = _coarse(ctx, frame, ["kind"], ["deals", "amount", "cycle_days"])
     rows = []
     groups = sorted(frame["grp"].unique().to_list()) if frame.height else []
     for g in [*groups, None] if ctx.options.by else [None]:
