@@ -1,7 +1,11 @@
 """Raw signal values per account: one grouped query per source, finished in polars.
 
-Every source is aggregated in the database with ``GROUP BY account_id`` over the signals' windows
-(conditional aggregates, one pass over each table); only one row per account comes back. "As of"
+Every source is aggregated in the database per account over the signals' windows (conditional
+aggregates, one pass over each table); only one row per account comes back. Product usage, by far
+the largest source, is read per account from its covering (tenant, account, occurred_at, ...)
+index: the signals' windows cut the time axis into a few buckets, each bucket is one index range,
+and a signal's condition is then an integer test on the bucket number instead of timestamp
+comparisons on every row. "As of"
 a date means as the data stood at the end of that day (UTC): events at or after the next midnight
 are ignored, tickets are open if they had not closed by then, contracts are active if they had
 started and not yet ended.
@@ -16,7 +20,7 @@ from typing import Any
 import polars as pl
 from sqlmodel import Session
 
-from crmctl.db.bulk import SQLITE_DATETIME_FORMAT, read_frame
+from crmctl.db.bulk import read_frame
 from crmctl.db.engine import dialect_of, tenant_of
 from crmctl.health.model import HealthModel, SignalSpec
 
@@ -38,13 +42,21 @@ class Window:
 
     def ts(self, moment: datetime) -> Any:
         # SQLite stores timestamps as text in one fixed format: compare like with like
-        return moment.strftime(SQLITE_DATETIME_FORMAT) if self.sqlite else moment
+        return sqlite_text(moment) if self.sqlite else moment
 
     def day(self, value: date) -> Any:
         return value.isoformat() if self.sqlite else value
 
     def start(self, days: int) -> datetime:
         return self.end - timedelta(days=days)
+
+
+def sqlite_text(moment: datetime) -> str:
+    """An aware moment as SQLite holds timestamps: naive UTC text with six fraction digits.
+
+    (``datetime.strftime`` has no ``%6f``; the C library would put other characters there.)"""
+    naive = moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+    return naive.isoformat(sep=" ", timespec="microseconds")
 
 
 class _Query:
@@ -131,35 +143,128 @@ def _grouped(session: Session, table: str, time_column: str, query: _Query, wher
 
 # -- product usage ------------------------------------------------------------------------------
 
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC)  # lower bound of an "all history" bucket
+
+
+@dataclass(frozen=True)
+class _Buckets:
+    """The time axis before the as-of instant cut at every window's start: bucket 0 is the most
+    recent ``[end - d0, end)``, bucket i is ``[end - d_i, end - d_(i-1))``, and, when a signal
+    reads all history, a last bucket reaches back to the beginning."""
+
+    days: tuple[int, ...]  # ascending window lengths (the cuts)
+    all_history: bool
+
+    @classmethod
+    def of(cls, signals: list[SignalSpec]) -> _Buckets:
+        cuts: set[int] = set()
+        for s in signals:
+            if s.window_days > 0:
+                cuts.add(s.window_days)
+                if s.aggregation == "trend":
+                    cuts.add(2 * s.window_days)
+        return cls(days=tuple(sorted(cuts)), all_history=any(s.window_days == 0 for s in signals))
+
+    @property
+    def count(self) -> int:
+        return len(self.days) + (1 if self.all_history or not self.days else 0)
+
+    def ranges(self, window: Window) -> list[tuple[int, datetime, datetime]]:
+        """(bucket, from, until) for each bucket, most recent first."""
+        out: list[tuple[int, datetime, datetime]] = []
+        until = window.end
+        for k, days in enumerate(self.days):
+            start = window.start(days)
+            out.append((k, start, until))
+            until = start
+        if self.count > len(self.days):
+            out.append((len(self.days), EARLIEST, until))
+        return out
+
+    def span(self, days: int, *, after_days: int = 0) -> tuple[int, int] | None:
+        """The first and last bucket of ``[end - days, end - after_days)`` (days 0: all history);
+        None when that is every bucket."""
+        first = self.days.index(after_days) + 1 if after_days else 0
+        last = self.days.index(days) if days else self.count - 1
+        return None if (first, last) == (0, self.count - 1) else (first, last)
+
 
 def _product_usage(session: Session, signals: list[SignalSpec], window: Window) -> pl.DataFrame:
+    """One pass over the accounts' index ranges; SQLite reads each bucket as its own range and tests
+    the bucket number, PostgreSQL reads the whole span once and compares timestamps (which it
+    compares as integers, where SQLite compares text)."""
     query = _Query(window)
-    events: set[str] = set()
+    buckets = _Buckets.of(signals)
+    ranges = buckets.ranges(window)
+
+    def in_span(span: tuple[int, int] | None) -> str:
+        if span is None:
+            return ""
+        first, last = span
+        if window.sqlite:
+            if first == last:
+                return f"b.k = {first} AND "
+            return f"b.k <= {last} AND " if first == 0 else f"b.k BETWEEN {first} AND {last} AND "
+        # the scan reads [oldest bucket, end) already: bound only what is narrower
+        lower = "" if last == len(ranges) - 1 else f"t.occurred_at >= {query.bind(ranges[last][1])} AND "
+        upper = "" if first == 0 else f"t.occurred_at < {query.bind(ranges[first][2])} AND "
+        return lower + upper
+
+    def when(s: SignalSpec, *, previous: bool = False) -> str:
+        # "t.event = :a OR t.event = :b": plain comparisons (SQLite builds a lookup table for an
+        # IN list of three or more values and probes it on every row)
+        events = " OR ".join(f"t.event = {query.bind(e)}" for e in s.filter)
+        span = (
+            buckets.span(2 * s.window_days, after_days=s.window_days)
+            if previous
+            else buckets.span(s.window_days)
+        )
+        return f"{in_span(span)}({events})"
+
     for s in signals:
-        events.update(s.filter)
-        condition = f"{query.in_list('t.event', s.filter)} AND {query.since('t.occurred_at', s.window_days)}"
         if s.aggregation == "count":
-            query.add(s.name, f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)")
+            query.add(s.name, f"SUM(CASE WHEN {when(s)} THEN 1 ELSE 0 END)")
         elif s.aggregation == "sum":
-            query.add(s.name, f"SUM(CASE WHEN {condition} THEN t.quantity ELSE 0 END)")
+            query.add(s.name, f"SUM(CASE WHEN {when(s)} THEN t.quantity ELSE 0 END)")
         elif s.aggregation == "distinct_features":
-            query.add(s.name, f"COUNT(DISTINCT CASE WHEN {condition} THEN t.feature END)")
+            query.add(s.name, f"COUNT(DISTINCT CASE WHEN {when(s)} THEN t.feature END)")
         elif s.aggregation == "entitled_feature_share":
             query.add(
-                f"{s.name}__used", _distinct_list(f"CASE WHEN {condition} THEN t.feature END", window.sqlite)
+                f"{s.name}__used", _distinct_list(f"CASE WHEN {when(s)} THEN t.feature END", window.sqlite)
             )
         elif s.aggregation == "trend":
-            previous = (
-                f"{query.in_list('t.event', s.filter)} AND "
-                f"{query.since('t.occurred_at', 2 * s.window_days, until_days=s.window_days)}"
+            query.add(f"{s.name}__now", f"SUM(CASE WHEN {when(s)} THEN t.quantity ELSE 0 END)")
+            query.add(
+                f"{s.name}__before", f"SUM(CASE WHEN {when(s, previous=True)} THEN t.quantity ELSE 0 END)"
             )
-            query.add(f"{s.name}__now", f"SUM(CASE WHEN {condition} THEN t.quantity ELSE 0 END)")
-            query.add(f"{s.name}__before", f"SUM(CASE WHEN {previous} THEN t.quantity ELSE 0 END)")
-    where = query.in_list("t.event", sorted(events)) if events else "1=1"
-    if all(s.window_days > 0 for s in signals):  # otherwise some signal needs all history
-        widest = max(s.window_days * (2 if s.aggregation == "trend" else 1) for s in signals)
-        where += f" AND {query.since('t.occurred_at', widest)}"
-    return _grouped(session, "product_usage", "occurred_at", query, where)
+    tenant = query.bind(tenant_of(session))
+    columns = ", ".join(query.columns)
+    if window.sqlite:
+        # accounts in id order (NOT INDEXED), then each bucket's range of the account's index
+        # entries (CROSS JOIN fixes that order): no sort, and rows outside the windows never read
+        table = " UNION ALL ".join(
+            f"SELECT {k} AS k, {query.bind(window.ts(lo))} AS lo, {query.bind(window.ts(hi))} AS hi"
+            for k, lo, hi in ranges
+        )
+        sql = (
+            f"SELECT a.id AS account_id, {columns} FROM account a NOT INDEXED "
+            f"CROSS JOIN ({table}) b CROSS JOIN product_usage t "
+            f"WHERE a.tenant_id = {tenant} AND t.tenant_id = a.tenant_id AND t.account_id = a.id "
+            "AND t.occurred_at >= b.lo AND t.occurred_at < b.hi GROUP BY a.id"
+        )
+    else:
+        # the same per account: a lateral aggregate over one index-only range scan (a small sort
+        # per account for the DISTINCT aggregates instead of one over every row)
+        lower = "" if ranges[-1][1] == EARLIEST else f"AND t.occurred_at >= {query.bind(ranges[-1][1])} "
+        sql = (
+            f"SELECT a.id AS account_id, u.* FROM account a CROSS JOIN LATERAL "
+            f"(SELECT {columns} FROM product_usage t WHERE t.tenant_id = a.tenant_id AND t.account_id = a.id "
+            f"{lower}AND t.occurred_at < {query.bind(window.end)}) u WHERE a.tenant_id = {tenant}"
+        )
+    frame = read_frame(session, sql, query.params)
+    if frame.width == 0 or "account_id" not in frame.columns:
+        return pl.DataFrame({"account_id": []}, schema={"account_id": pl.Int64})
+    return frame.with_columns(pl.col("account_id").cast(pl.Int64))
 
 
 # -- interactions -------------------------------------------------------------------------------
