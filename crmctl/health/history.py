@@ -16,6 +16,7 @@ from crmctl.db.engine import tenant_of
 from crmctl.errors import ConfigError, NotFoundError, UsageError
 from crmctl.health.model import Band, load_model, parse_model
 from crmctl.health.scoring import TRANSITION_KIND
+from crmctl.health.signals import sqlite_text
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -204,7 +205,7 @@ def changes(session: Session, since: date | None, to_band: str | None) -> list[d
     condition = ""
     if since is not None:
         start = datetime.combine(since, time.min, tzinfo=UTC)
-        params["since"] = start.strftime(bulk.SQLITE_DATETIME_FORMAT) if _sqlite(session) else start
+        params["since"] = sqlite_text(start) if _sqlite(session) else start
         condition = "AND i.occurred_at >= :since"
     rows = session.execute(
         text(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 21:48:21.596353
+Create Date: 2026-11-22 22:06:29.837971
 """
 
 from collections.abc import Sequence
@@ -394,10 +394,6 @@ def upgrade() -> None:
         sa.Column("normalised_value", sa.Float(), nullable=True),
         sa.Column("weight", sa.Float(), nullable=False),
         sa.Column("contribution", sa.Float(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["account_id"],
-            ["account.id"],
-        ),
         sa.ForeignKeyConstraint(
             ["contact_id"],
             ["contact.id"],
