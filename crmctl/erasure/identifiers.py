@@ -13,10 +13,10 @@ import polars as pl
 
 from crmctl.identity.normalize import PLUS_TAG_DOMAINS, email_key, phone_key
 
-__all__ = ["email_key", "email_keys_of_tokens", "phone_digit_forms", "phone_key"]
+__all__ = ["REWRITTEN_DOMAINS", "email_key", "email_keys_of_tokens", "phone_digit_forms", "phone_key"]
 
 # Domains where email_key does more than lower-case a well-formed address (plus tags, Gmail dots).
-_REWRITTEN_DOMAINS = PLUS_TAG_DOMAINS | {"googlemail.com"}
+REWRITTEN_DOMAINS = PLUS_TAG_DOMAINS | {"googlemail.com"}
 
 
 def email_keys_of_tokens(tokens: pl.Series) -> pl.Series:
@@ -26,7 +26,7 @@ def email_keys_of_tokens(tokens: pl.Series) -> pl.Series:
     lower-cased token that is not a valid key cannot equal any stored key, so lower-casing is
     enough to *match* keys. Only tokens at rewriting providers go through ``email_key`` itself."""
     lower = tokens.str.to_lowercase()
-    rewritten = lower.str.split("@").list.last().is_in(list(_REWRITTEN_DOMAINS))
+    rewritten = lower.str.split("@").list.last().is_in(list(REWRITTEN_DOMAINS))
     if not rewritten.any():
         return lower
     exact = tokens.filter(rewritten).map_elements(email_key, return_dtype=pl.String, skip_nulls=True)

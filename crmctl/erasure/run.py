@@ -423,12 +423,15 @@ def remaining_data(
 
 
 def _verify_and_finish(
-    db: Database, ids: list[int], key: bytes, options: ErasureOptions, known: KnownValues | None = None
+    db: Database,
+    states: list[RequestState],
+    key: bytes,
+    options: ErasureOptions,
+    known: KnownValues | None = None,
 ) -> list[RequestOutcome]:
+    if not states:
+        return []
     with db.session(write=True) as session:
-        states = [s for s in load_states(session, ids) if s.status == "running"]
-        if not states:
-            return []
         started = utcnow()
         remaining = remaining_data(db, session, states, key, known)
         finished = utcnow()
@@ -523,10 +526,18 @@ def _record_steps(session: Session, steps: list[dict[str, Any]]) -> None:
 
 
 def _run_step(
-    db: Database, name: str, ids: list[int], key: bytes, options: ErasureOptions, known: KnownValues
+    db: Database,
+    name: str,
+    states: list[RequestState],
+    key: bytes,
+    options: ErasureOptions,
+    known: KnownValues,
 ) -> None:
+    """One step for the ``states`` (running requests, loaded once per batch) lacking it."""
+    if not states:
+        return
+    ids = [s.id for s in states]
     with db.session(write=True) as session:
-        states = [s for s in load_states(session, ids) if s.status == "running"]
         done = {
             r[0]
             for r in execute(
@@ -603,10 +614,12 @@ def run_erasures(
                 f"AND status IN ('pending', 'failed') AND {in_list(session, 'id', 'ids')}",
                 ids=list_param(session, ids),
             )
+            # read once per batch: the steps update these states (identify) as they record them
+            states = [s for s in load_states(session, ids) if s.status == "running"]
         known: KnownValues = {}
         for name in STEPS:
-            _run_step(db, name, ids, key, options, known)
-        result.outcomes += _verify_and_finish(db, ids, key, options, known)
+            _run_step(db, name, states, key, options, known)
+        result.outcomes += _verify_and_finish(db, states, key, options, known)
     return result
 
 

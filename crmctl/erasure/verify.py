@@ -1,12 +1,21 @@
 """Verification: search every text column of every tenant table for a batch's identifiers.
 
-One pass per table for all requests of a run together. Each table is read once, narrowed in SQL to
-rows whose text could hold an email ('@') or a phone number (runs of digits); the email- and
-phone-shaped tokens of those rows are normalised and joined against the batch's identifiers: by
-value where the run read the values itself in its identify step (the usual case: no hashing), by
-keyed hash otherwise (a run resumed after a crash holds only the hashes; every distinct token of a
-chunk is then hashed). Raw values never leave this function; what it returns is counts per request
-and table.
+One pass per table for all requests of a run together. Each table is read once, in id ranges, and
+narrowed in SQL to rows whose text could hold an email ('@') or a phone number (a digit in a value
+of at least six characters: the shortest email or phone token). A range comes back as one string
+(``group_concat`` / ``string_agg`` of one piece per row), so no Python object is built per row.
+
+The rows of a range are then narrowed in polars with a multi-string search (Aho-Corasick) for the
+batch's identifiers: emails in the lower-cased text, phone digit forms in the text with phone
+separators removed. This is a superset test: every row the exact match below would find contains
+one of these strings (a phone token's digits are a contiguous run of the separator-free text; an
+email token lower-cased is its key, except at providers whose keys drop dots or +tags, which are
+searched by their domain). Only the rows it flags are tokenised: their email- and phone-shaped
+tokens are normalised and joined against the batch's identifiers, by value where the run read the
+values itself in its identify step (the usual case: no hashing), by keyed hash otherwise (a run
+resumed after a crash holds only the hashes; then every row is tokenised and every distinct token
+of a chunk hashed). Raw values never leave this module; what it returns is counts per request and
+table.
 
 Not searched for phone-shaped digits (still searched for emails): machine columns that hold keys and
 hashes (``MACHINE_COLUMNS``). Names are not searched: a name does not identify one person, so
@@ -26,7 +35,7 @@ from sqlmodel import Session
 
 from crmctl.db.engine import Database, dialect_of
 from crmctl.db.models import TENANT_TABLES
-from crmctl.erasure.identifiers import email_keys_of_tokens
+from crmctl.erasure.identifiers import REWRITTEN_DOMAINS, email_keys_of_tokens
 from crmctl.erasure.keys import hash_series
 from crmctl.erasure.sql import execute, tenant_unindexed
 
@@ -36,10 +45,16 @@ MACHINE_COLUMNS = frozenset(
 SKIPPED_COLUMNS = frozenset({"tenant_id", "identity_hashes"})  # the tenant name; the hashes themselves
 EMAIL_PATTERN = r"[A-Za-z0-9._%+'\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
 PHONE_PATTERN = r"\+?\d(?:[ ().\-/]{0,2}\d){5,16}"
-FETCH_ROWS = 100_000
-RANGE_ROWS = 500_000  # ids per unit of work on SQLite
+PHONE_SEPARATORS = r"[ ().\-/]"  # what PHONE_PATTERN allows between digits
+MIN_TOKEN_CHARS = 6  # 'a@b.cd'; a phone token has at least six digits
+UNIT_IDS = 2_000_000  # ids per unit of work: units run on ``WORKERS`` connections at once
+FIRST_QUERY_IDS = 50_000  # ids per query at first; later queries are sized to QUERY_CHARS
+QUERY_CHARS = 16_000_000  # text per query (one string): bounds memory
+FALLBACK_ROWS = 100_000
 WORKERS = 2
-SEPARATOR = "\x1f"
+SEPARATOR = "\x1f"  # between the columns of a row
+KEY_END = "\x1d"  # between a row's machine columns and its text
+ROW_END = "\x1e"  # between rows
 
 
 @dataclass(frozen=True)
@@ -70,62 +85,163 @@ def _is_text(column_type: Any) -> bool:
     return isinstance(column_type, String | JSON)
 
 
-def _sql(session: Session, target: ScanTarget) -> str:
+@dataclass(frozen=True)
+class ScanSql:
+    """The queries for one table: ``ranged`` returns (rows, all pieces joined by ROW_END) for an id
+    range, ``rows`` the same rows one by one (text_value, key_value) when a value holds ROW_END."""
+
+    ranged: str
+    rows: str
+
+
+def _scan_sql(session: Session, target: ScanTarget) -> ScanSql:
     pg = dialect_of(session) == "postgresql"
-
-    def expr(column: str) -> str:
-        return f'"{column}"::text' if pg else f'"{column}"'
-
-    def joined(columns: tuple[str, ...]) -> str:
-        if not columns:
-            return "NULL"
-        if pg:
-            return f"concat_ws(chr(31), {', '.join(expr(c) for c in columns)})"
-        return " || char(31) || ".join(f"coalesce({expr(c)}, '')" for c in columns)
-
-    text_value, key_value = joined(target.text_columns), joined(target.key_columns)
-    # A cheap superset in SQL ('@' or a digit); the exact token patterns run in polars.
-    if pg:  # one regex over the joined text
+    if pg:
+        text_value = (
+            f"concat_ws(chr(31), {', '.join(f'{_q(c)}::text' for c in target.text_columns)})"
+            if target.text_columns
+            else "''"
+        )
+        keys = f"concat_ws(chr(31), {', '.join(f'{_q(c)}::text' for c in target.key_columns)})"
+        key_value = f"CASE WHEN strpos({keys}, '@') > 0 THEN {keys} ELSE '' END"
+        # one regex over the joined text, a cheap superset; the exact token patterns run in polars
         predicates = [f"{text_value} ~ '[0-9@]'"] if target.text_columns else []
-        predicates += [f"strpos({key_value}, '@') > 0"] if target.key_columns else []
-    else:  # SQLite: per column (joining strings costs more than testing them)
-        predicates = [f"{expr(c)} GLOB '*[0-9@]*'" for c in target.text_columns]
-        predicates += [f"instr({expr(c)}, '@') > 0" for c in target.key_columns]
-    keys_at = (
-        f"CASE WHEN instr({key_value}, '@') > 0 THEN {key_value} END"
-        if not pg
-        else (f"CASE WHEN strpos({key_value}, '@') > 0 THEN {key_value} END")
+        predicates += [f"strpos({keys}, '@') > 0"] if target.key_columns else []
+        row_end, key_end, aggregate = "chr(30)", "chr(29)", "string_agg"
+    else:  # SQLite: one printf per row (a chain of || copies the row once per column)
+        text_value = _printf(target.text_columns)
+        key_value = (
+            f"CASE WHEN {' OR '.join(f'instr({_q(c)}, {_AT}) > 0' for c in target.key_columns)} "
+            f"THEN {_printf(target.key_columns)} ELSE '' END"
+        )
+        # per column; values shorter than a token are skipped before the pattern test
+        predicates = [
+            f"(length({_q(c)}) >= {MIN_TOKEN_CHARS} AND {_q(c)} GLOB '*[0-9@]*')" for c in target.text_columns
+        ]
+        predicates += [f"instr({_q(c)}, {_AT}) > 0" for c in target.key_columns]
+        row_end, key_end, aggregate = "char(30)", "char(29)", "group_concat"
+    piece = f"{key_value} || {key_end} || {text_value}" if target.key_columns else text_value
+    where = (
+        f'FROM "{target.table}" WHERE {tenant_unindexed(session)} AND id > :low AND id <= :high '
+        f"AND ({' OR '.join(predicates)})"
     )
-    return (
-        f"SELECT {text_value} AS text_value, {keys_at if target.key_columns else 'NULL'} AS key_value "
-        f'FROM "{target.table}" WHERE {tenant_unindexed(session)} AND ({" OR ".join(predicates)})'
+    return ScanSql(
+        ranged=f"SELECT count(*), {aggregate}({piece}, {row_end}) {where}",
+        rows=f"SELECT {text_value} AS text_value, "
+        f"{key_value if target.key_columns else 'NULL'} AS key_value {where}",
     )
 
 
-def _chunks(session: Session, target: ScanTarget, id_range: tuple[int, int] | None) -> Iterator[pl.DataFrame]:
-    sql = _sql(session, target)
-    if id_range is not None:
-        sql += " AND id > :low AND id <= :high"
-    low, high = id_range or (0, 0)
+_AT = "'@'"
+
+
+def _q(column: str) -> str:
+    return f'"{column}"'
+
+
+def _printf(columns: tuple[str, ...]) -> str:
+    if not columns:
+        return "''"
+    return f"printf('{SEPARATOR.join(['%s'] * len(columns))}', {', '.join(_q(c) for c in columns)})"
+
+
+def _pieces(count: int, joined: str | None) -> pl.Series | None:
+    """One piece per row, or None when a value held ROW_END (the pieces would not line up with the
+    rows: the caller reads that range row by row)."""
+    if not count:
+        return pl.Series("piece", [], dtype=pl.String)
+    pieces = pl.Series("piece", [joined or ""], dtype=pl.String).str.split(ROW_END).explode()
+    return pieces if pieces.len() == count else None
+
+
+def _rows(session: Session, sql: str, low: int, high: int, has_keys: bool) -> Iterator[pl.Series]:
+    """The pieces of a range built from its rows one by one (the rare fallback of ``_chunks``)."""
     result = execute(session, sql, low=low, high=high)
     cursor = result.cursor  # the DBAPI cursor: plain tuples, without building a Row per row
-    while rows := cursor.fetchmany(FETCH_ROWS):
-        yield pl.DataFrame(
-            rows, schema={"text_value": pl.String, "key_value": pl.String}, orient="row"
-        ).with_row_index("row")
+    while rows := cursor.fetchmany(FALLBACK_ROWS):
+        frame = pl.DataFrame(rows, schema={"text_value": pl.String, "key_value": pl.String}, orient="row")
+        text = pl.col("text_value").fill_null("")
+        parts = [pl.col("key_value").fill_null(""), pl.lit(KEY_END), text] if has_keys else [text]
+        yield frame.select(pl.concat_str(parts).alias("piece")).to_series()
+
+
+def _chunks(session: Session, target: ScanTarget, id_range: tuple[int, int]) -> Iterator[pl.Series]:
+    """The range's candidate rows as pieces (``[key_value KEY_END] text_value``), one query per
+    sub-range of ids sized so that its string stays near QUERY_CHARS."""
+    sql = _scan_sql(session, target)
+    low, high = id_range
+    step = FIRST_QUERY_IDS
+    while low < high:
+        upper = min(low + step, high)
+        count, joined = execute(session, sql.ranged, low=low, high=upper).one()
+        pieces = _pieces(count, joined)
+        if pieces is None:
+            yield from _rows(session, sql.rows, low, upper, bool(target.key_columns))
+        elif pieces.len():
+            yield pieces
+        chars = len(joined or "")
+        step = step * 8 if chars == 0 else max(1_000, min(step * 8, step * QUERY_CHARS // chars))
+        low = upper
+
+
+def _split(pieces: pl.Series, has_keys: bool) -> pl.DataFrame:
+    """(text_value, key_value) of each piece. A piece is split at its first KEY_END: a machine
+    value holding that character only moves text into the searched-for-phones part."""
+    if not has_keys:
+        return pl.DataFrame({"text_value": pieces, "key_value": None}, schema=TEXT_SCHEMA)
+    parts = pieces.str.splitn(KEY_END, 2).struct.rename_fields(["key_value", "text_value"]).struct.unnest()
+    return parts.select(pl.col("text_value").fill_null(""), "key_value")
+
+
+TEXT_SCHEMA = {"text_value": pl.String, "key_value": pl.String}
 
 
 @dataclass(frozen=True)
 class Lookup:
     """A batch's identifiers per kind (``email``, ``phone_digits``): ``values`` (kind, value,
     request_id) where the run knows the normalised value, ``hashes`` (kind, hash, request_id) where
-    it holds only the keyed hash. Tokens are hashed only when ``hashes`` has rows of their kind."""
+    it holds only the keyed hash. Tokens are hashed only when ``hashes`` has rows of their kind.
+    ``strings``: one of them is in the ``_stripped`` form of every row holding one of ``values``."""
 
     values: pl.DataFrame
     hashes: pl.DataFrame
+    strings: list[str]
+
+    @classmethod
+    def of_frame(cls, lookup: pl.DataFrame) -> Lookup:
+        known = pl.col("value").is_not_null()
+        values = lookup.filter(known).select("kind", "value", "request_id")
+        emails = values.filter(pl.col("kind") == "email")["value"].str.to_lowercase().unique()
+        domains = emails.str.split("@").list.last()
+        rewritten = domains.is_in(list(REWRITTEN_DOMAINS))
+        # keys at providers that drop dots / +tags are not substrings of the text: their domains are
+        strings = set(emails.filter(~rewritten).to_list())
+        for domain in domains.filter(rewritten).unique().to_list():
+            strings |= {f"@{domain}", *(["@googlemail.com"] if domain == "gmail.com" else [])}
+        strings |= set(values.filter(pl.col("kind") == "phone_digits")["value"].to_list())
+        return cls(
+            values=values,
+            hashes=lookup.filter(~known).select("kind", "hash", "request_id"),
+            strings=sorted(set(_stripped(pl.Series(list(strings), dtype=pl.String)).to_list()) - {"", None}),
+        )
 
     def of(self, kind: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         return self.values.filter(pl.col("kind") == kind), self.hashes.filter(pl.col("kind") == kind)
+
+
+def _stripped(text: pl.Series) -> pl.Series:
+    """Lower-cased, without the characters a phone number may be written with between its digits.
+    Removing characters keeps a substring a substring: a token's key (an email lower-cased, a
+    phone's digits) is in the stripped text once stripped itself."""
+    return text.str.to_lowercase().str.replace_all(PHONE_SEPARATORS, "")
+
+
+def candidates(pieces: pl.Series, lookup: Lookup) -> pl.Series:
+    """True for the pieces that may hold one of ``lookup``'s identifiers: a superset of the rows
+    ``_hits`` finds (every piece when the lookup holds hashes, which only tokenising can match)."""
+    if lookup.hashes.height or not lookup.strings:
+        return pl.Series("candidate", [lookup.hashes.height > 0] * pieces.len(), dtype=pl.Boolean)
+    return _stripped(pieces).str.contains_any(lookup.strings).fill_null(False).alias("candidate")
 
 
 def _matches(tokens: pl.DataFrame, column: str, key: bytes, kind: str, lookup: Lookup) -> list[pl.DataFrame]:
@@ -169,31 +285,33 @@ def _hits(chunk: pl.DataFrame, key: bytes, lookup: Lookup) -> pl.DataFrame:
     return pl.concat([pl.DataFrame(schema=schema), *(f.cast(schema) for f in found)]).unique()
 
 
-def _tasks(db: Database) -> list[tuple[ScanTarget, tuple[int, int] | None]]:
-    """Units of work: whole tables, and on SQLite large tables cut into id ranges so both cores
-    scan (PostgreSQL parallelises a sequential scan by itself)."""
-    tasks: list[tuple[ScanTarget, tuple[int, int] | None]] = []
+def _tasks(db: Database) -> list[tuple[ScanTarget, tuple[int, int]]]:
+    """Units of work: each table cut into id ranges, so both connections scan at once."""
+    tasks: list[tuple[ScanTarget, tuple[int, int]]] = []
     with db.session() as session:
         for target in scan_targets():
-            if db.is_postgresql:
-                tasks.append((target, None))
-                continue
-            low, high = execute(
-                session, f'SELECT min(id), max(id) FROM "{target.table}" WHERE {tenant_unindexed(session)}'
-            ).one()
+            bounds = f'SELECT id FROM "{target.table}" WHERE {tenant_unindexed(session)} ORDER BY id'
+            low = execute(session, f"{bounds} LIMIT 1").scalar()
             if low is None:
                 continue
-            tasks += [(target, (start, start + RANGE_ROWS)) for start in range(low - 1, high, RANGE_ROWS)]
+            high = execute(session, f"{bounds} DESC LIMIT 1").scalar()
+            tasks += [
+                (target, (start, min(start + UNIT_IDS, high))) for start in range(low - 1, high, UNIT_IDS)
+            ]
     return tasks
 
 
 def _scan(
-    db: Database, target: ScanTarget, id_range: tuple[int, int] | None, key: bytes, lookup: Lookup
+    db: Database, target: ScanTarget, id_range: tuple[int, int], key: bytes, lookup: Lookup
 ) -> pl.DataFrame:
     found = []
     with db.session() as session:
-        for chunk in _chunks(session, target, id_range):
-            hits = _hits(chunk, key, lookup)
+        for pieces in _chunks(session, target, id_range):
+            mask = candidates(pieces, lookup)
+            if not mask.any():
+                continue
+            rows = _split(pieces, bool(target.key_columns)).with_row_index("row").filter(mask)
+            hits = _hits(rows, key, lookup)
             if hits.height:
                 found.append(hits.group_by("request_id").agg(pl.len().alias("rows")))
     if not found:
@@ -220,13 +338,10 @@ def find_identifiers(
     )
     if lookup.height == 0:
         return _empty()
-    known = pl.col("value").is_not_null()
-    split = Lookup(
-        values=lookup.filter(known).select("kind", "value", "request_id"),
-        hashes=lookup.filter(~known).select("kind", "hash", "request_id"),
-    )
+    split = Lookup.of_frame(lookup)
+    tasks = sorted(_tasks(db), key=lambda task: -len(task[0].text_columns))  # wide tables first
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        found = list(pool.map(lambda task: _scan(db, task[0], task[1], key, split), _tasks(db)))
+        found = list(pool.map(lambda task: _scan(db, task[0], task[1], key, split), tasks))
     return (
         pl.concat([_empty(), *found])
         .group_by("request_id", "table")
