@@ -520,8 +520,16 @@ class _Run:
             how="diagonal_relaxed",
         )
 
-    def append(self, session: Session, table: str, rows: pl.DataFrame) -> pl.DataFrame:
-        """Insert the rows whose ``idempotency_key`` is not stored yet; returns those rows."""
+    def append(
+        self,
+        session: Session,
+        table: str,
+        rows: pl.DataFrame,
+        prepare: Callable[[Session, pl.DataFrame], pl.DataFrame] | None = None,
+    ) -> pl.DataFrame:
+        """Insert the rows whose ``idempotency_key`` is not stored yet; returns those rows.
+
+        ``prepare`` completes the fresh rows just before the insert (derived columns)."""
         counts = self.result.table(table)
         unique = rows.unique(subset=["idempotency_key"], keep="first", maintain_order=True)
         fresh = unique
@@ -532,6 +540,8 @@ class _Run:
             )
         counts.skipped += rows.height - fresh.height
         if fresh.height:
+            if prepare is not None:
+                fresh = prepare(session, fresh)
             insert_frame(
                 session,
                 table,
@@ -1081,7 +1091,8 @@ def _stage_changes(run: _Run, session: Session, rows: pl.DataFrame) -> pl.DataFr
     run.append(
         session,
         "stage_change",
-        rows.select(
+        prepare=_project_history,
+        rows=rows.select(
             ROW_COLUMN,
             "idempotency_key",
             "deal_id",
@@ -1095,6 +1106,17 @@ def _stage_changes(run: _Run, session: Session, rows: pl.DataFrame) -> pl.DataFr
         ),
     )
     return rejects
+
+
+def _project_history(session: Session, rows: pl.DataFrame) -> pl.DataFrame:
+    """Write the reports' projections with the rows (see crmctl.pipeline.history): history that
+    arrives in order costs one update of each deal's previous latest row, not a refresh; deals
+    whose rows arrive out of order stay pending until the refresh at the end of the import."""
+    deal_ids = rows["deal_id"].unique().to_list()
+    projected, superseded, deals = history.project_appended(rows, history.latest_rows(session, deal_ids))
+    update_from_frame(session, "stage_change", superseded)
+    update_from_frame(session, "deal", deals)
+    return projected
 
 
 # ---------------------------------------------------------------------------------------------

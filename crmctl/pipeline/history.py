@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
+import polars as pl
 from sqlalchemy import text
 from sqlmodel import Session
 
+from crmctl.db.bulk import read_frame
 from crmctl.db.engine import Database, dialect_of, tenant_of
 
 MOVE = "(from_stage_id IS NULL OR from_stage_id <> to_stage_id)"
@@ -38,18 +41,13 @@ def refresh(session: Session, deal_ids: Iterable[int] | None = None) -> int:
 
     Returns the number of history rows whose projection changed."""
     is_pg = dialect_of(session) == "postgresql"
-    params: dict[str, object] = {"t": tenant_of(session)}
-    if deal_ids is None:
-        scope = ""
-    else:
+    params: dict[str, Any] = {"t": tenant_of(session)}
+    scope = ""
+    if deal_ids is not None:
         ids = sorted({int(i) for i in deal_ids})
         if not ids:
             return 0
-        # One parameter however many deals: an array on PostgreSQL, a JSON list on SQLite.
-        if is_pg:
-            scope, params["ids"] = " AND deal_id = ANY(CAST(:ids AS bigint[]))", ids
-        else:
-            scope, params["ids"] = " AND deal_id IN (SELECT value FROM json_each(:ids))", json.dumps(ids)
+        scope, params["ids"] = _deal_scope(session, ids)
     differs = "IS DISTINCT FROM" if is_pg else "IS NOT"
     changed = session.execute(
         text(
@@ -100,3 +98,92 @@ def ensure_fresh(db: Database) -> int:
         return 0
     with db.session(write=True) as session:
         return refresh_pending(session)
+
+
+def _deal_scope(session: Session, ids: list[int]) -> tuple[str, Any]:
+    """(`` AND deal_id IN ...``, its parameter): one parameter however many deals."""
+    if dialect_of(session) == "postgresql":
+        return " AND deal_id = ANY(CAST(:ids AS bigint[]))", ids
+    return " AND deal_id IN (SELECT value FROM json_each(:ids))", json.dumps(ids)
+
+
+def latest_rows(session: Session, deal_ids: list[int]) -> pl.DataFrame:
+    """The stored rows of these deals that nothing supersedes (one per deal once projected)."""
+    scope, ids = _deal_scope(session, deal_ids)
+    frame = read_frame(
+        session,
+        "SELECT id, deal_id, changed_at, entered_stage_at, entered_pipeline_at FROM stage_change "
+        f"WHERE tenant_id = :t{scope} AND valid_until IS NULL",
+        {"t": tenant_of(session), "ids": ids},
+    )
+    return frame.with_columns(
+        _utc(frame, c) for c in ("changed_at", "entered_stage_at", "entered_pipeline_at")
+    )
+
+
+def _utc(frame: pl.DataFrame, column: str) -> pl.Expr:
+    # SQLite hands timestamps back as ISO text, PostgreSQL as aware datetimes.
+    dtype = frame.schema[column]
+    if dtype == pl.String:
+        return pl.col(column).str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us", time_zone="UTC")
+    if dtype == pl.Null:
+        return pl.col(column).cast(pl.Datetime("us", "UTC"))
+    return pl.col(column).dt.convert_time_zone("UTC").dt.cast_time_unit("us")
+
+
+def project_appended(
+    new: pl.DataFrame, latest: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The projections of history rows appended after their deals' stored rows, without a refresh.
+
+    ``new``: deal_id, changed_at, from_stage_id, to_stage_id, in insertion order (their ids will
+    follow it). ``latest``: :func:`latest_rows` of their deals. Returns ``new`` with valid_until,
+    entered_stage_at and entered_pipeline_at, and (id, valid_until) for the stored rows the new
+    ones supersede. A deal whose new rows do not all come at or after its stored history, or whose
+    stored history is itself pending, gets NULLs: pending, for :func:`refresh_pending`."""
+    at = pl.Datetime("us", "UTC")
+    rows = new.with_row_index("_pos").with_columns(pl.col("changed_at").cast(at))
+    stored = latest.select(
+        pl.col("deal_id").cast(rows.schema["deal_id"]),
+        _l_id=pl.col("id").cast(pl.Int64),
+        _l_at=pl.col("changed_at").cast(at),
+        _l_entered=pl.col("entered_stage_at").cast(at),
+        _l_first=pl.col("entered_pipeline_at").cast(at),
+        _l_count=pl.len().over("deal_id"),
+    )
+    first_new = rows.group_by("deal_id").agg(_min=pl.col("changed_at").min())
+    pending = (
+        stored.join(first_new, on="deal_id")
+        .filter((pl.col("_l_count") > 1) | pl.col("_l_first").is_null() | (pl.col("_min") < pl.col("_l_at")))
+        .select("deal_id")
+        .unique()
+    )
+    move = pl.col("from_stage_id").is_null() | (pl.col("from_stage_id") != pl.col("to_stage_id"))
+    ordered = (
+        rows.sort("deal_id", "changed_at", "_pos")
+        .join(stored.unique("deal_id"), on="deal_id", how="left")
+        .with_columns(
+            valid_until=pl.col("changed_at").shift(-1).over("deal_id"),
+            # Ascending within the deal, so the last move so far is a forward fill of move times.
+            entered_stage_at=pl.coalesce(
+                pl.when(move).then(pl.col("changed_at")).forward_fill().over("deal_id"), "_l_entered"
+            ),
+            entered_pipeline_at=pl.coalesce("_l_first", pl.col("changed_at").first().over("deal_id")),
+        )
+    )
+    keep = ~pl.col("deal_id").is_in(pending["deal_id"].implode())
+    projected = ordered.with_columns(
+        pl.when(keep).then(pl.col(c)).otherwise(None).alias(c)
+        for c in ("valid_until", "entered_stage_at", "entered_pipeline_at")
+    )
+    superseded = (
+        projected.filter(keep, pl.col("_l_id").is_not_null())
+        .group_by("_l_id")
+        .agg(valid_until=pl.col("changed_at").min())
+        .rename({"_l_id": "id"})
+    )
+    deals = projected.filter(keep, pl.col("valid_until").is_null()).select(
+        pl.col("deal_id").alias("id"), "entered_stage_at", "entered_pipeline_at"
+    )
+    columns = [*new.columns, "valid_until", "entered_stage_at", "entered_pipeline_at"]
+    return projected.sort("_pos").select(columns), superseded, deals

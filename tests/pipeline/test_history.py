@@ -7,8 +7,10 @@ and the timing columns what the history says.
 
 from __future__ import annotations
 
+import csv
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 from sqlalchemy import text
@@ -17,6 +19,7 @@ from crmctl.db import bulk
 from crmctl.db.engine import Database
 from crmctl.pipeline import config, history
 from crmctl.pipeline.state import Sql, valid_at
+from tests.conftest import Cli
 
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 STAGES = ("A", "B", "C")
@@ -46,6 +49,21 @@ def _setup(db: Database) -> dict[str, int]:
             ],
         )
     return stage
+
+
+def _pipeline_file(tmp_path: Path) -> Path:
+    path = tmp_path / "pipelines.toml"
+    stages = "\n".join(f'[[pipeline.stage]]\nname = "{name}"\nprobability = 0.5\n' for name in STAGES)
+    path.write_text(f'[[pipeline]]\nname = "p"\ndefault = true\ncurrency = "USD"\n\n{stages}')
+    return path
+
+
+def _csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
 
 
 def _random_history(rng: random.Random, stage: dict[str, int]) -> list[dict[str, object]]:
@@ -173,3 +191,81 @@ def test_deal_carries_the_timing_of_its_latest_row(db: Database) -> None:
         ).scalar_one()
     assert mismatches == 0
     assert latest == 20  # exactly one latest row per deal
+
+
+def test_rows_appended_in_order_are_projected_without_a_refresh() -> None:
+    at = [datetime(2025, 1, d, tzinfo=UTC) for d in range(1, 6)]
+    latest = pl.DataFrame(
+        {
+            "id": [10],
+            "deal_id": [1],
+            "changed_at": [at[1]],
+            "entered_stage_at": [at[0]],
+            "entered_pipeline_at": [at[0]],
+        }
+    )
+    new = pl.DataFrame(
+        {
+            "deal_id": [1, 2, 1, 2, 3],
+            "changed_at": [at[3], at[2], at[2], at[2], at[0]],
+            "from_stage_id": [5, None, 5, 6, None],
+            "to_stage_id": [6, 6, 5, 7, 5],
+        }
+    )
+    latest = pl.concat(
+        [
+            latest,
+            pl.DataFrame(  # deal 3's stored row is later than its new one
+                {
+                    "id": [11],
+                    "deal_id": [3],
+                    "changed_at": [at[4]],
+                    "entered_stage_at": [at[4]],
+                    "entered_pipeline_at": [at[4]],
+                }
+            ),
+        ]
+    )
+    rows, superseded, deals = history.project_appended(new, latest)
+    assert rows.select("valid_until", "entered_stage_at", "entered_pipeline_at").rows() == [
+        (None, at[3], at[0]),  # deal 1: moves 5 -> 6 on the 4th, after its stored row and the 3rd
+        (at[2], at[2], at[2]),  # deal 2: two rows on the 3rd, in insertion order
+        (at[3], at[0], at[0]),  # deal 1 on the 3rd: 5 -> 5 is no move; entered stays the stored one
+        (None, at[2], at[2]),
+        (None, None, None),  # deal 3 arrived out of order: pending, for the refresh
+    ]
+    assert superseded.rows() == [(10, at[2])]
+    assert sorted(deals.rows()) == [(1, at[3], at[0]), (2, at[2], at[2])]
+
+
+def test_stage_change_imports_in_and_out_of_order_keep_projections_exact(
+    cli: Cli, db: Database, tmp_path: Path
+) -> None:
+    rng = random.Random(5)
+    cli("pipeline", "set", str(_pipeline_file(tmp_path)))
+    _csv(
+        tmp_path / "deals.csv",
+        ["external_id", "name", "stage", "amount"],
+        [[f"D{d}", f"deal {d}", "A", "100"] for d in range(1, 16)],
+    )
+    cli("import", "deals", str(tmp_path / "deals.csv"))
+    rows = []
+    for d in range(1, 16):
+        previous = ""
+        for step in range(rng.randint(1, 5)):
+            to = rng.choice(STAGES)
+            rows.append([f"D{d}", f"2025-01-{1 + rng.randint(0, 20):02d}T{step:02d}:00:00Z", previous, to])
+            previous = to
+    early = [r for r in rows if r[1] < "2025-01-08"]
+    late = [r for r in rows if r[1] >= "2025-01-15"]
+    middle = [r for r in rows if "2025-01-08" <= r[1] < "2025-01-15"]  # arrives last: out of order
+    for name, part in (("early", early), ("late", late), ("middle", middle)):
+        path = _csv(
+            tmp_path / f"{name}.csv", ["deal_external_id", "changed_at", "from_stage", "to_stage"], part
+        )
+        cli("import", "stage-changes", str(path))
+        stored = _stored(db)
+        assert stored.filter(pl.col("entered_pipeline_at").is_null()).height == 0
+        want = _expected(stored)
+        got = stored.select("id", "valid_until", "entered_stage_at", "entered_pipeline_at").sort("id")
+        assert got.rows() == want.select(got.columns).sort("id").rows(), f"after the {name} file"
