@@ -13,12 +13,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import polars as pl
+from sqlalchemy import text
 from sqlmodel import Session
 
 from crmctl.db import bulk
+from crmctl.db.engine import dialect_of
 from crmctl.errors import UsageError
 from crmctl.pipeline import config, currency
-from crmctl.pipeline.state import Sql, day_number, end_of_day, state_sql, valid_at
+from crmctl.pipeline.state import Sql, day_number, end_of_day, state_sql, valid_at, valid_rows
 
 GROUPS = ("owner", "segment", "source", "pipeline", "month")
 BUCKETS = ("new", "pulled_in", "increased", "decreased", "unchanged", "slipped_out", "won", "lost")
@@ -243,6 +245,9 @@ def _context(session: Session, options: ReportOptions, *, single_pipeline: bool 
         raise UsageError("--currency must be a 3-letter ISO code such as USD.")
     live = options.as_of is None
     as_of = options.as_of or datetime.now(UTC)
+    if dialect_of(session) == "postgresql":
+        # These are one-shot aggregates: JIT compilation cost more than it saved (1.5 s of 4.9 s).
+        session.execute(text("SET LOCAL jit = off"))
     return _Context(
         session,
         Sql.of(session),
@@ -325,15 +330,17 @@ def pipeline_report(ctx: _Context) -> Report:
     frame = _coarse(ctx, frame, ["stage_id"], ["deals", "amount", "age_days"])
     prob = {sid: s.probability for sid, s in ctx.stages.items()}
     rows: list[dict[str, Any]] = []
+    per_stage = frame
     if frame.height:
-        frame = frame.with_columns(
-            weighted=pl.col("amount_conv") * pl.col("stage_id").replace_strict(prob, return_dtype=pl.Float64)
-        )
-        per_stage = frame.group_by("grp", "stage_id").agg(
-            pl.col("deals").sum(),
-            pl.col("amount_conv").sum(),
-            pl.col("weighted").sum(),
-            pl.col("age_days").sum(),
+        # Weighted once per stage (probability x exact cent sum): no float sum whose order matters.
+        per_stage = (
+            frame.group_by("grp", "stage_id")
+            .agg(pl.col("deals").sum(), pl.col("amount_conv").sum(), pl.col("age_days").sum())
+            .with_columns(
+                weighted=pl.col("amount_conv")
+                * pl.col("stage_id").replace_strict(prob, return_dtype=pl.Float64)
+            )
+            .sort("grp", "stage_id")
         )
         order = {sid: (ctx.stage_pipeline[sid], s.position) for sid, s in ctx.stages.items()}
         for group_name in sorted(per_stage["grp"].unique().to_list()):
@@ -343,7 +350,7 @@ def pipeline_report(ctx: _Context) -> Report:
                 rows.append(_pipeline_row(ctx, group_name, _stage_label(ctx, r["stage_id"]), r))
             if ctx.options.by:
                 rows.append(_pipeline_row(ctx, group_name, "TOTAL", _sum_rows(part)))
-    totals = _pipeline_row(ctx, "", "TOTAL", _sum_rows(frame.to_dicts() if frame.height else []))
+    totals = _pipeline_row(ctx, "", "TOTAL", _sum_rows(per_stage.to_dicts() if frame.height else []))
     rows.append(totals | ({"group": "ALL"} if ctx.options.by else {}))
     columns = ["stage", "deals", "amount", "weighted_amount", "avg_days_in_stage"]
     return Report(
@@ -770,14 +777,22 @@ def changes_report(ctx: _Context) -> Report:
     # The deals tracked at either end (each an index range of the valid rows), then both states of
     # just those deals; every tracked deal exists at the later end, so s2 is never missing.
     tracked = " UNION ".join(
-        f"SELECT deal_id FROM stage_change s WHERE s.tenant_id = :tenant AND {valid_at(sql, 's', t)} "
-        f"AND s.to_stage_id IN ({open_ids}) AND s.close_date {w}"
+        valid_rows(sql, "s.deal_id", t, f" AND s.to_stage_id IN ({open_ids}) AND s.close_date {w}")
         for t in ("t1", "t2")
     )
 
     def state(t: str) -> str:
+        columns = "s.to_stage_id AS stage_id, s.amount_cents, s.currency, s.close_date"
+        if sql.is_pg:
+            # A LIMIT 1 seek per tracked deal: PostgreSQL would otherwise hash-join whole scans.
+            return (
+                f"SELECT c.deal_id, s.* FROM tracked c JOIN LATERAL (SELECT {columns} FROM stage_change s "
+                "WHERE s.tenant_id = :tenant AND s.deal_id = c.deal_id "
+                f"AND s.changed_at <= {sql.ts_param(t)} "
+                "ORDER BY s.changed_at DESC, s.id DESC LIMIT 1) s ON true"
+            )
         return (
-            "SELECT s.deal_id, s.to_stage_id AS stage_id, s.amount_cents, s.currency, s.close_date "
+            f"SELECT s.deal_id, {columns} "
             "FROM tracked c JOIN stage_change s ON s.tenant_id = :tenant AND s.deal_id = c.deal_id "
             f"WHERE {valid_at(sql, 's', t)}"
         )

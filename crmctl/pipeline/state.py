@@ -90,6 +90,16 @@ def valid_at(sql: Sql, alias: str, at_param: str) -> str:
     return f"{alias}.changed_at <= {at} AND ({alias}.valid_until IS NULL OR {alias}.valid_until > {at})"
 
 
+def valid_rows(sql: Sql, select: str, at_param: str, where: str = "") -> str:
+    """``SELECT select`` over the history rows (alias ``s``) that hold their deal's state at :at_param.
+
+    Two index ranges (the latest rows, and rows superseded after the moment) joined by UNION ALL
+    rather than one OR, so PostgreSQL reads them index-only like SQLite does."""
+    at = sql.ts_param(at_param)
+    base = f"SELECT {select} FROM stage_change s WHERE s.tenant_id = :tenant AND s.changed_at <= {at}{where}"
+    return f"{base} AND s.valid_until IS NULL UNION ALL {base} AND s.valid_until > {at}"
+
+
 def _in(ids: list[int]) -> str:
     return ", ".join(str(int(i)) for i in ids) or "NULL"
 
@@ -108,11 +118,15 @@ def state_sql(
             f"{LIVE_FIRST} AS first_at, {LIVE_ENTERED} AS entered_at, {DEAL_COLUMNS} "
             f"FROM deal d WHERE d.tenant_id = :tenant AND d.pipeline_id IN ({_in(pipeline_ids)})"
         )
-    join = "JOIN deal d ON d.tenant_id = :tenant AND d.id = s.deal_id " if deal else ""
-    return (
-        "SELECT s.deal_id, s.to_stage_id AS stage_id, s.amount_cents, s.currency, s.close_date, "
-        "s.entered_pipeline_at AS first_at, COALESCE(s.entered_stage_at, s.entered_pipeline_at) AS entered_at"
-        f"{', ' + DEAL_COLUMNS if deal else ''} FROM stage_change s {join}"
-        f"WHERE s.tenant_id = :tenant AND {valid_at(sql, 's', at_param)} "
-        f"AND s.to_stage_id IN ({_in(stage_ids)})"
+    rows = valid_rows(
+        sql,
+        "s.deal_id, s.to_stage_id AS stage_id, s.amount_cents, s.currency, s.close_date, "
+        "s.entered_pipeline_at AS first_at, "
+        "COALESCE(s.entered_stage_at, s.entered_pipeline_at) AS entered_at",
+        at_param,
+        f" AND s.to_stage_id IN ({_in(stage_ids)})",
     )
+    if not deal:
+        return rows
+    join = "JOIN deal d ON d.tenant_id = :tenant AND d.id = v.deal_id"
+    return f"SELECT v.*, {DEAL_COLUMNS} FROM ({rows}) v {join}"

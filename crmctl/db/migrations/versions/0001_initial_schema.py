@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 22:06:29.837971
+Create Date: 2026-11-22 22:13:16.144840
 """
 
 from collections.abc import Sequence
@@ -758,7 +758,19 @@ def upgrade() -> None:
             unique=False,
         )
         batch_op.create_index(
-            "ix_stage_change_tenant_deal_at", ["tenant_id", "deal_id", "changed_at", "id"], unique=False
+            "ix_stage_change_tenant_deal_at",
+            [
+                "tenant_id",
+                "deal_id",
+                "changed_at",
+                "id",
+                "valid_until",
+                "to_stage_id",
+                "amount_cents",
+                "currency",
+                "close_date",
+            ],
+            unique=False,
         )
         batch_op.create_index(
             "ix_stage_change_tenant_valid",
