@@ -196,7 +196,8 @@ def _add(total: dict[int, int], more: dict[int, int]) -> dict[int, int]:
 
 
 def _by_ids(session: Session, sql_head: str, table_ids: list[int]) -> None:
-    for part in chunks(table_ids, 200_000):
+    # in id order: the table's pages are visited once each, front to back
+    for part in chunks(sorted(table_ids), 200_000):
         execute(
             session,
             f"{sql_head} WHERE {tenant_unindexed(session)} AND {in_list(session, 'id', 'ids')}",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,7 @@ UNIT_IDS = 2_000_000  # ids per unit of work: units run on ``WORKERS`` connectio
 FIRST_QUERY_IDS = 50_000  # ids per query at first; later queries are sized to QUERY_CHARS
 QUERY_CHARS = 16_000_000  # text per query (one string): bounds memory
 FALLBACK_ROWS = 100_000
+SCAN_CACHE_KIB = -8_000  # SQLite page cache while scanning (negative: KiB)
 WORKERS = 2
 SEPARATOR = "\x1f"  # between the columns of a row
 KEY_END = "\x1d"  # between a row's machine columns and its text
@@ -205,7 +207,7 @@ class Lookup:
 
     values: pl.DataFrame
     hashes: pl.DataFrame
-    strings: list[str]
+    strings: pl.Series
 
     @classmethod
     def of_frame(cls, lookup: pl.DataFrame) -> Lookup:
@@ -222,11 +224,19 @@ class Lookup:
         return cls(
             values=values,
             hashes=lookup.filter(~known).select("kind", "hash", "request_id"),
-            strings=sorted(set(_stripped(pl.Series(list(strings), dtype=pl.String)).to_list()) - {"", None}),
+            strings=_minimal(_stripped(pl.Series("string", sorted(strings), dtype=pl.String))),
         )
 
     def of(self, kind: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         return self.values.filter(pl.col("kind") == kind), self.hashes.filter(pl.col("kind") == kind)
+
+
+def _minimal(strings: pl.Series) -> pl.Series:
+    """The strings that hold none of the others (a text holding a longer one holds the shorter):
+    a phone's international and trunk forms hold its national number. Fewer strings to search for."""
+    distinct = strings.filter(strings.str.len_bytes() > 0).unique().sort()
+    held = distinct.str.extract_many(distinct.implode(), overlapping=True).list.len()
+    return distinct.filter(held <= 1)
 
 
 def _stripped(text: pl.Series) -> pl.Series:
@@ -239,9 +249,9 @@ def _stripped(text: pl.Series) -> pl.Series:
 def candidates(pieces: pl.Series, lookup: Lookup) -> pl.Series:
     """True for the pieces that may hold one of ``lookup``'s identifiers: a superset of the rows
     ``_hits`` finds (every piece when the lookup holds hashes, which only tokenising can match)."""
-    if lookup.hashes.height or not lookup.strings:
+    if lookup.hashes.height or not lookup.strings.len():
         return pl.Series("candidate", [lookup.hashes.height > 0] * pieces.len(), dtype=pl.Boolean)
-    return _stripped(pieces).str.contains_any(lookup.strings).fill_null(False).alias("candidate")
+    return _stripped(pieces).str.contains_any(lookup.strings.implode()).fill_null(False).alias("candidate")
 
 
 def _matches(tokens: pl.DataFrame, column: str, key: bytes, kind: str, lookup: Lookup) -> list[pl.DataFrame]:
@@ -301,11 +311,28 @@ def _tasks(db: Database) -> list[tuple[ScanTarget, tuple[int, int]]]:
     return tasks
 
 
+@contextmanager
+def _small_page_cache(session: Session) -> Iterator[None]:
+    """A one-pass scan gains nothing from SQLite's page cache (200 MB per connection): keep it
+    small while scanning, then give the pooled connection its setting back."""
+    if dialect_of(session) != "sqlite":
+        yield
+        return
+    connection = session.connection()
+    before = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+    connection.exec_driver_sql(f"PRAGMA cache_size={SCAN_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        connection.exec_driver_sql("PRAGMA shrink_memory")
+        connection.exec_driver_sql(f"PRAGMA cache_size={int(before)}")
+
+
 def _scan(
     db: Database, target: ScanTarget, id_range: tuple[int, int], key: bytes, lookup: Lookup
 ) -> pl.DataFrame:
     found = []
-    with db.session() as session:
+    with db.session() as session, _small_page_cache(session):
         for pieces in _chunks(session, target, id_range):
             mask = candidates(pieces, lookup)
             if not mask.any():

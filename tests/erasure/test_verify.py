@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import polars as pl
+import pytest
 from sqlalchemy import text
 
 from crmctl.db.engine import Database
+from crmctl.erasure import verify
 from crmctl.erasure.keys import keyed_hash, require_key
 from crmctl.erasure.subjects import identity_values
-from crmctl.erasure.verify import find_identifiers
+from crmctl.erasure.verify import _rows, find_identifiers
 from tests.erasure.people import KEY, build, people
 
 
@@ -60,3 +62,27 @@ def test_matching_by_value_finds_exactly_what_matching_by_hash_finds(db: Databas
     for with_values in (True, False):
         absent = _lookup(key, 8, "nobody@example.org", "+442079469999", with_values=with_values)
         assert find_identifiers(db, key, absent).height == 0
+
+
+def test_values_holding_the_row_and_key_separators_are_still_searched(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value holding the characters the scan joins rows and columns with (the range is then read
+    row by row) is searched all the same, and counted once per row."""
+    persons = people(2)
+    build(db, persons, duplicates=False)
+    target, other = persons
+    with db.session(write=True) as s:
+        s.connection().execute(
+            text(
+                "UPDATE interaction SET body = :b, idempotency_key = idempotency_key || :k "
+                "WHERE contact_id = :c"
+            ),
+            {"b": f"a\x1eb\x1dc {target.phone} \x1f", "k": "k\x1d\x1e", "c": other.contact_ids[0]},
+        )
+    read_by_row = []
+    monkeypatch.setattr(verify, "_rows", lambda *a: read_by_row.append(a[0]) or _rows(*a))
+    key = require_key(KEY)
+    found = find_identifiers(db, key, _lookup(key, 7, "nobody@example.org", target.phone, with_values=True))
+    assert dict(zip(found["table"], found["rows"], strict=True))["interaction"] == 3 + 3
+    assert read_by_row  # the range with those values was read row by row
