@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from typing import Any
 import polars as pl
 from sqlmodel import SQLModel
 
+from benchmarks._child import measure
 from crmctl.db import bulk, migrate
 from crmctl.db.engine import open_database
 from crmctl.db.models import Contact, Interaction
@@ -192,23 +192,9 @@ def _pg_url(scale: str) -> str:
 
 
 def _timed(argv: list[str]) -> tuple[float, float]:
-    """Run a child process; (wall seconds, its own peak RSS in MB). Fails loudly on a non-zero exit.
-
-    The peak RSS comes from ``/usr/bin/time``: a forked child's own ``ru_maxrss`` would include the
-    pages it shared with this (large, data-generating) process before ``exec``."""
-    with tempfile.NamedTemporaryFile(prefix="crmctl-bench-rss-") as rss_file:
-        started = time.perf_counter()
-        proc = subprocess.run(
-            ["/usr/bin/time", "-f", "%M", "-o", rss_file.name, *argv],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            check=False,
-        )
-        elapsed = time.perf_counter() - started
-        if proc.returncode != 0:
-            raise RuntimeError(f"{argv[0]} failed: {proc.stderr.decode()[-2000:]}")
-        peak_kb = float(Path(rss_file.name).read_text().split()[-1])
-    return elapsed, peak_kb / 1024
+    """(wall seconds, the child's own peak RSS in MB); fails loudly on a non-zero exit."""
+    measured = measure(argv)
+    return measured.seconds, measured.peak_rss_mb
 
 
 def _columns(model: Any) -> str:

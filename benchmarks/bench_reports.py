@@ -3,8 +3,9 @@
 The data is generated with polars (seeded) and written with ``bulk.insert_frame`` straight into a
 migrated SQLite file and a PostgreSQL database; then every report's library function (what the
 command calls) is timed twice, the first run possibly from a cold cache, in wall and in this
-process's CPU seconds (the database work of PostgreSQL is in the wall figure only). ``small`` =
-20k deals / 100k changes.
+process's CPU seconds (the database work of PostgreSQL is in the wall figure only); then each
+report once more end to end through the CLI in a child process (``*_cli``: wall, the child's CPU,
+peak RSS, load average). ``small`` = 20k deals / 100k changes.
 
 Environment: CRMCTL_BENCH_PG_ADMIN_URL (default postgresql://postgres@127.0.0.1:5432/test);
 CRMCTL_BENCH_DIR (default ./bench-data) holds the SQLite file. Data is reused when it is already
@@ -23,6 +24,7 @@ import polars as pl
 import psycopg
 from sqlalchemy import text
 
+from benchmarks._child import crmctl_argv, measure
 from crmctl.db import bulk, migrate
 from crmctl.db.engine import Database, open_database
 from crmctl.pipeline import config, history, reports
@@ -192,6 +194,26 @@ def time_reports(db: Database, repeats: int = 2) -> dict[str, list[float]]:
     return figures
 
 
+CLI_OPTIONS = {"as_of": "--as-of", "date_from": "--from", "date_to": "--to"}
+
+
+def time_cli(url: str) -> dict[str, dict[str, float]]:
+    """Each report end to end, as a user runs it: ``crmctl report KIND ... --format json`` in a
+    child process (interpreter start, imports, the report, JSON out)."""
+    figures = {}
+    for name, kwargs in REPORTS.items():
+        options = []
+        for key, value in kwargs.items():
+            options += [
+                CLI_OPTIONS[key],
+                (value.date() if isinstance(value, datetime) else value).isoformat(),
+            ]
+        argv = crmctl_argv(url, TENANT, "report", name.removesuffix("_as_of"), *options, "--format", "json")
+        figures[name] = measure(argv).figures()
+        print(f"cli {name}: {figures[name]}", flush=True)
+    return figures
+
+
 def _prepare(url: str, deals: int) -> Database:
     migrate.upgrade(url)
     db = open_database(url, TENANT)
@@ -213,15 +235,19 @@ def run(scale: str) -> dict[str, Any]:
     out_dir = Path(os.environ.get("CRMCTL_BENCH_DIR", "bench-data"))
     out_dir.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Any] = {"deals": deals, "stage_changes": deals * CHANGES_PER_DEAL}
-    sqlite_db = _prepare(f"sqlite:///{out_dir / f'reports-{scale}.db'}", deals)
+    sqlite_url = f"sqlite:///{out_dir / f'reports-{scale}.db'}"
+    sqlite_db = _prepare(sqlite_url, deals)
     figures["sqlite_seconds"] = time_reports(sqlite_db)
     sqlite_db.dispose()
+    figures["sqlite_cli"] = time_cli(sqlite_url)
     admin = os.environ.get("CRMCTL_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
     name = f"crmctl_bench_reports_{scale}"
     with psycopg.connect(admin, autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
             conn.execute(f'CREATE DATABASE "{name}"')
-    pg_db = _prepare(f"{admin.rsplit('/', 1)[0]}/{name}", deals)
+    pg_url = f"{admin.rsplit('/', 1)[0]}/{name}"
+    pg_db = _prepare(pg_url, deals)
     figures["postgresql_seconds"] = time_reports(pg_db)
     pg_db.dispose()
+    figures["postgresql_cli"] = time_cli(pg_url)
     return figures

@@ -6,24 +6,30 @@ The library is the API: ``crmctl db upgrade`` calls :func:`upgrade`, which calls
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import OperationalError
 
 from crmctl.db import rls
 from crmctl.db.engine import Database, connection_error, make_engine
 from crmctl.errors import DatabaseError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Alembic is imported only by the commands that migrate: every other command checks the revision
+# with one query and a look at the revision files' headers (a quarter second less per start).
+_REVISION = re.compile(r'^(down_revision|revision)\b[^=]*=\s*(?:"([^"]*)"|None)', re.MULTILINE)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["connection"] = connection
@@ -31,13 +37,21 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
+    """The newest revision: the one no other revision names as its ``down_revision``."""
+    revisions, parents = set(), set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        found = dict((key, value) for key, value in _REVISION.findall(path.read_text()))
+        revisions.add(found["revision"])
+        if found.get("down_revision"):
+            parents.add(found["down_revision"])
+    (head,) = revisions - parents  # the migrations form one line
     return head
 
 
 def current_revision(conn: Connection) -> str | None:
-    return MigrationContext.configure(conn).get_current_revision()
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,8 @@ class SchemaStatus:
 
 def upgrade(url: str, *, revision: str = "head", app_role: str | None = rls.DEFAULT_APP_ROLE) -> SchemaStatus:
     """Migrate to ``revision``; on PostgreSQL also (re)create the app role and its grants."""
+    from alembic import command
+
     engine = make_engine(url)
     try:
         with engine.begin() as conn:

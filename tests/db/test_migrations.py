@@ -60,3 +60,10 @@ def test_new_sqlite_file_is_migrated_on_first_use(tmp_path) -> None:
     ctx.database()
     ctx.close()
     assert migrate.status(url).up_to_date
+
+
+def test_head_revision_read_from_the_files_agrees_with_alembic() -> None:
+    # Commands check the revision without importing Alembic; both must name the same head.
+    from alembic.script import ScriptDirectory
+
+    assert migrate.head_revision() == ScriptDirectory.from_config(migrate.alembic_config()).get_current_head()
