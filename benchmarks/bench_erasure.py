@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any
 
 import polars as pl
 import psycopg
+from sqlalchemy import text
 
 from crmctl.db import migrate
 from crmctl.db.bulk import insert_frame
@@ -290,31 +291,39 @@ def run(scale: str) -> dict:
     url, pg_run = _pg_copy(pg_admin, scale, size) if pg_admin else (_sqlite_copy(scale, size), None)
     prepared = time.perf_counter() - started
     env = {**os.environ, "CRMCTL_ERASURE_KEY": KEY}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "crmctl",
-            "--db",
-            url,
-            "--tenant",
-            TENANT,
-            "--quiet",
-            "erasure",
-            "run",
-            "--format",
-            "json",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    elapsed = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"erasure run failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    load = os.getloadavg()[0]
+    with tempfile.NamedTemporaryFile(prefix="crmctl-bench-erasure-") as usage:
+        t0 = time.perf_counter()
+        # /usr/bin/time: the child's own CPU and peak RSS (a forked child's ru_maxrss would count the
+        # pages it shared with this process, which may have just generated the data)
+        proc = subprocess.run(
+            [
+                "/usr/bin/time",
+                "-f",
+                "%M %U %S",
+                "-o",
+                usage.name,
+                sys.executable,
+                "-m",
+                "crmctl",
+                "--db",
+                url,
+                "--tenant",
+                TENANT,
+                "--quiet",
+                "erasure",
+                "run",
+                "--format",
+                "json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        elapsed = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"erasure run failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        peak_kb, user, system = (float(v) for v in Path(usage.name).read_text().split()[-3:])
     outcomes = json.loads(proc.stdout)
     statuses: dict[str, int] = {}
     for o in outcomes:
@@ -328,11 +337,34 @@ def run(scale: str) -> dict:
         "rows_changed": sum(o["rows_changed"] for o in outcomes),
         "erasure_run_seconds": round(elapsed, 2),
         "requests_per_second": round(size["requests"] / elapsed, 1),
-        "run_cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
-        "peak_rss_mb": round(after.ru_maxrss / 1024, 1),
+        "run_cpu_seconds": round(user + system, 2),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "load_average_at_start": round(load, 2),
         "prepare_seconds": round(prepared, 1),
     }
+    figures.update(_phases(url))
     if pg_run:
         with psycopg.connect(pg_admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{pg_run}" WITH (FORCE)')
     return figures
+
+
+def _phases(url: str) -> dict[str, float]:
+    """Wall seconds of the steps before verification and of verification, from the step log."""
+    db = open_database(url, TENANT, app_role=None)
+    with db.session() as s:
+        rows = s.connection().execute(
+            text(
+                "SELECT name = 'verify', min(started_at), max(finished_at) FROM erasure_step "
+                "WHERE tenant_id = :tenant GROUP BY name = 'verify'"
+            ),
+            {"tenant": TENANT},
+        )
+        spans = {bool(verify): (first, last) for verify, first, last in rows}
+    db.dispose()
+
+    def seconds(span: tuple[Any, Any]) -> float:
+        first, last = (datetime.fromisoformat(str(v)) for v in span)
+        return round((last - first).total_seconds(), 1)
+
+    return {"steps_seconds": seconds(spans[False]), "verify_seconds": seconds(spans[True])}
