@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 22:13:16.144840
+Create Date: 2026-11-22 22:22:58.261079
 """
 
 from collections.abc import Sequence
@@ -442,7 +442,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("interaction", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_interaction_tenant_account_at", ["tenant_id", "account_id", "occurred_at"], unique=False
+            "ix_interaction_tenant_account_at",
+            ["tenant_id", "account_id", "occurred_at", "kind", "score"],
+            unique=False,
         )
         batch_op.create_index(
             "ix_interaction_tenant_contact_at", ["tenant_id", "contact_id", "occurred_at"], unique=False
