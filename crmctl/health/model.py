@@ -1,4 +1,4 @@
-"""Health models: a TOML file of segments, signals, normalisations, weights and bands.
+"""Health models: a TOML (or YAML) file of segments, signals, normalisations, weights and bands.
 
 A model is configuration data, validated as a whole before anything runs: every problem is
 reported with the line it is on, in one error. Its version is a hash of its text, so a snapshot
@@ -32,13 +32,12 @@ Shape (see ``default_model.toml`` for a complete, commented example)::
 from __future__ import annotations
 
 import hashlib
-import re
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from crmctl import configfile
 from crmctl.errors import ConfigError
 
 DEFAULT_MODEL_FILE = "default_model.toml"
@@ -204,47 +203,14 @@ def load_model(path: Path | None = None) -> HealthModel:
         raise ConfigError(f"Cannot read the health model {path}: {exc.strerror}.") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"The health model {path} is not UTF-8 text.") from exc
-    return parse_model(body, source=str(path))
-
-
-# -- line numbers -----------------------------------------------------------------------------
-
-_HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
-_KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_.-]+)\s*=""")
-_INLINE_KEY = re.compile(r"""[{,]\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
-
-
-def _split_key(dotted: str) -> tuple[str, ...]:
-    parts = re.findall(r"""("[^"]*"|'[^']*'|[^.\s]+)""", dotted)
-    return tuple(p.strip("\"'") for p in parts)
-
-
-def key_lines(body: str) -> dict[tuple[str, ...], int]:
-    """Where each table and key is written: path -> 1-based line (inline-table keys included)."""
-    lines: dict[tuple[str, ...], int] = {}
-    table: tuple[str, ...] = ()
-    for number, text in enumerate(body.splitlines(), start=1):
-        header = _HEADER.match(text)
-        if header:
-            table = _split_key(header.group(1))
-            lines.setdefault(table, number)
-            continue
-        key = _KEY.match(text)
-        if key:
-            path = table + _split_key(key.group(1))
-            lines.setdefault(path, number)
-            brace = text.find("{", key.end())
-            if brace >= 0:
-                for inner in _INLINE_KEY.finditer(text, brace):
-                    lines.setdefault(path + (inner.group(1).strip("\"'"),), number)
-    return lines
+    return parse_model(body, source=str(path), yaml_syntax=configfile.is_yaml(path))
 
 
 class _Problems:
     """Collects every problem with its line, then raises once."""
 
-    def __init__(self, body: str, source: str) -> None:
-        self.lines = key_lines(body)
+    def __init__(self, body: str, source: str, yaml_syntax: bool) -> None:
+        self.lines = configfile.key_lines(body, yaml_syntax=yaml_syntax)
         self.source = source
         self.items: list[tuple[int, str]] = []
 
@@ -280,15 +246,14 @@ def _strings(value: Any) -> list[str] | None:
     return None
 
 
-def parse_model(body: str, *, source: str = "file") -> HealthModel:
-    """Validate ``body`` and build the model; raise one ConfigError listing every problem."""
-    try:
-        data = tomllib.loads(body)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            f"The health model {source} is not valid TOML: {exc}.", hint="Fix the file; nothing was written."
-        ) from exc
-    problems = _Problems(body, source)
+def parse_model(body: str, *, source: str = "file", yaml_syntax: bool | None = None) -> HealthModel:
+    """Validate ``body`` (TOML, or YAML; None = tell from the text) and build the model; raise one
+    ConfigError listing every problem."""
+    if yaml_syntax is None:
+        yaml_syntax = configfile.looks_like_yaml(body)
+    hint = "Fix the file; nothing was written."
+    data = configfile.parse(body, yaml_syntax=yaml_syntax, what="health model", source=source, hint=hint)
+    problems = _Problems(body, source, yaml_syntax)
     for key in data:
         if key not in _TOP_KEYS:
             problems.add((key,), f"unknown key '{key}' (expected one of {', '.join(sorted(_TOP_KEYS))})")

@@ -24,7 +24,6 @@ file is refused.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel import Session, select
 
+from crmctl import configfile
 from crmctl.db.engine import tenant_of
 from crmctl.db.models import Pipeline, Stage
 from crmctl.errors import ConfigError, InputError, NotFoundError
@@ -91,13 +91,10 @@ class PipelineInfo:
 
 
 def parse_pipeline_file(path: Path) -> list[PipelineSpec]:
-    """Read and validate a TOML pipeline file; every problem is listed in one error."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(f"The pipeline file {path} does not exist.") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"The pipeline file {path} is not valid TOML ({exc}).") from exc
+    """Read and validate a TOML or YAML (``.yaml``/``.yml``) pipeline file; every problem is listed
+    in one error."""
+    body = configfile.read(path, "pipeline file")
+    raw = configfile.parse(body, yaml_syntax=configfile.is_yaml(path), what="pipeline file", source=str(path))
     return parse_pipelines(raw, source=str(path))
 
 

@@ -85,3 +85,30 @@ lost = true
     assert "is not valid TOML" in _set(cli, tmp_path, "[[pipeline]\n", expect=2)
     missing = cli("pipeline", "set", str(tmp_path / "nope.toml"), expect=2)
     assert "does not exist" in missing.stderr
+
+
+PIPELINE_YAML = """
+pipeline:
+  - name: sales
+    default: true
+    currency: USD
+    stage:
+      - {name: Lead, probability: 0.1, stall_days: 10}
+      - {name: Demo, probability: 0.5, stall_days: 20}
+      - {name: Contract, probability: 0.8}
+      - {name: Won, probability: 1.0, won: true}
+      - {name: Lost, probability: 0.0, lost: true}
+"""
+
+
+def test_a_yaml_file_configures_the_same_pipeline_as_toml(cli: Cli, tmp_path: Path) -> None:
+    _set(cli, tmp_path, fixtures.PIPELINE_TOML)
+    from_toml = json.loads(cli("pipeline", "show", "--format", "json").stdout)
+    path = tmp_path / "pipelines.yaml"
+    path.write_text(PIPELINE_YAML)
+    out = json.loads(cli("pipeline", "set", str(path), "--format", "json").stdout)
+    assert (out["stages_created"], out["stages_deleted"]) == (0, 0)  # nothing differs
+    assert json.loads(cli("pipeline", "show", "--format", "json").stdout) == from_toml
+    path.write_text("pipeline:\n  - name: sales\n    stage: [unclosed\n")
+    err = cli("pipeline", "set", str(path), expect=2).stderr
+    assert "is not valid YAML on line" in err

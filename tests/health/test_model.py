@@ -118,3 +118,42 @@ def test_overlap_is_reported_exactly_when_some_account_matches_both(left: dict, 
 
     both = any(matches(a, acc) and matches(b, acc) for acc in accounts)
     assert (_overlap(a, b) is not None) == both
+
+
+VALID_YAML = """\
+name: t
+rollup: average
+bands:
+  red: {min: 0, max: 40}
+  amber: {min: 40, max: 70}
+  green: {min: 70, max: 100}
+signals:
+  logins:
+    weight: 10
+  nps:
+    weight: 5
+segments:
+  enterprise:
+    match: {arr_tier: [enterprise]}
+    weights: {logins: 20}
+  rest:
+    otherwise: true
+"""
+
+
+def test_a_yaml_model_means_the_same_as_its_toml_twin() -> None:
+    toml_model, yaml_model = parse_model(VALID), parse_model(VALID_YAML, yaml_syntax=True)
+    assert yaml_model.signals == toml_model.signals and yaml_model.bands == toml_model.bands
+    assert yaml_model.segments == toml_model.segments
+    assert parse_model(VALID_YAML).signals == toml_model.signals  # stored text: syntax told apart
+    assert yaml_model.version != toml_model.version  # the version is the text's hash
+
+
+def test_yaml_mistakes_name_their_line() -> None:
+    body = VALID_YAML.replace("  nps:\n    weight: 5", "  nps:\n    weight: lots")
+    with pytest.raises(ConfigError) as info:
+        parse_model(body, source="m.yaml", yaml_syntax=True)
+    assert "line 11: signal 'nps': weight is not a number" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        parse_model("name: [t\n", source="m.yaml", yaml_syntax=True)
+    assert "is not valid YAML on line 2" in str(info.value)
