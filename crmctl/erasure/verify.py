@@ -97,40 +97,53 @@ class ScanSql:
 
 
 def _scan_sql(session: Session, target: ScanTarget) -> ScanSql:
-    pg = dialect_of(session) == "postgresql"
-    if pg:
-        text_value = (
-            f"concat_ws(chr(31), {', '.join(f'{_q(c)}::text' for c in target.text_columns)})"
-            if target.text_columns
-            else "''"
-        )
-        keys = f"concat_ws(chr(31), {', '.join(f'{_q(c)}::text' for c in target.key_columns)})"
-        key_value = f"CASE WHEN strpos({keys}, '@') > 0 THEN {keys} ELSE '' END"
-        # one regex over the joined text, a cheap superset; the exact token patterns run in polars
-        predicates = [f"{text_value} ~ '[0-9@]'"] if target.text_columns else []
-        predicates += [f"strpos({keys}, '@') > 0"] if target.key_columns else []
-        row_end, key_end, aggregate = "chr(30)", "chr(29)", "string_agg"
-    else:  # SQLite: one printf per row (a chain of || copies the row once per column)
-        text_value = _printf(target.text_columns)
-        key_value = (
-            f"CASE WHEN {' OR '.join(f'instr({_q(c)}, {_AT}) > 0' for c in target.key_columns)} "
-            f"THEN {_printf(target.key_columns)} ELSE '' END"
-        )
-        # per column; values shorter than a token are skipped before the pattern test
-        predicates = [
-            f"(length({_q(c)}) >= {MIN_TOKEN_CHARS} AND {_q(c)} GLOB '*[0-9@]*')" for c in target.text_columns
-        ]
-        predicates += [f"instr({_q(c)}, {_AT}) > 0" for c in target.key_columns]
-        row_end, key_end, aggregate = "char(30)", "char(29)", "group_concat"
-    piece = f"{key_value} || {key_end} || {text_value}" if target.key_columns else text_value
+    if dialect_of(session) == "postgresql":
+        return _scan_sql_pg(session, target)
+    # SQLite: one printf per row (a chain of || copies the row once per column)
+    text_value = _printf(target.text_columns)
+    key_value = (
+        f"CASE WHEN {' OR '.join(f'instr({_q(c)}, {_AT}) > 0' for c in target.key_columns)} "
+        f"THEN {_printf(target.key_columns)} ELSE '' END"
+    )
+    # a cheap superset, per column (joining strings costs more than testing them); values shorter
+    # than a token are skipped before the pattern test. The exact token patterns run in polars.
+    predicates = [
+        f"(length({_q(c)}) >= {MIN_TOKEN_CHARS} AND {_q(c)} GLOB '*[0-9@]*')" for c in target.text_columns
+    ]
+    predicates += [f"instr({_q(c)}, {_AT}) > 0" for c in target.key_columns]
+    piece = f"{key_value} || char(29) || {text_value}" if target.key_columns else text_value
     where = (
         f'FROM "{target.table}" WHERE {tenant_unindexed(session)} AND id > :low AND id <= :high '
         f"AND ({' OR '.join(predicates)})"
     )
     return ScanSql(
-        ranged=f"SELECT count(*), {aggregate}({piece}, {row_end}) {where}",
+        ranged=f"SELECT count(*), group_concat({piece}, char(30)) {where}",
         rows=f"SELECT {text_value} AS text_value, "
         f"{key_value if target.key_columns else 'NULL'} AS key_value {where}",
+    )
+
+
+def _scan_sql_pg(session: Session, target: ScanTarget) -> ScanSql:
+    """PostgreSQL: the joined text computed once per row (OFFSET 0 keeps the subquery from being
+    folded into the outer query, which would join the columns again for the filter)."""
+
+    def joined(columns: tuple[str, ...]) -> str:
+        return f"concat_ws(chr(31), {', '.join(f'{_q(c)}::text' for c in columns)})" if columns else "''"
+
+    keys = joined(target.key_columns)
+    key_value = f"CASE WHEN strpos({keys}, '@') > 0 THEN {keys} ELSE '' END" if target.key_columns else "''"
+    rows = (
+        f"(SELECT {key_value} AS k, {joined(target.text_columns)} AS t "
+        f'FROM "{target.table}" WHERE {tenant_unindexed(session)} AND id > :low AND id <= :high OFFSET 0) s'
+    )
+    predicates = (["t ~ '[0-9@]'"] if target.text_columns else []) + (
+        ["k <> ''"] if target.key_columns else []
+    )
+    where = f"FROM {rows} WHERE {' OR '.join(predicates)}"
+    piece = "k || chr(29) || t" if target.key_columns else "t"
+    return ScanSql(
+        ranged=f"SELECT count(*), string_agg({piece}, chr(30)) {where}",
+        rows=f"SELECT t AS text_value, {'k' if target.key_columns else 'NULL'} AS key_value {where}",
     )
 
 
