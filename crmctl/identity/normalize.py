@@ -438,9 +438,61 @@ def map_distinct(values: pl.Series, func: Callable[[str], object], dtype: pl.Dat
     return joined["out"].alias(values.name)
 
 
+def split_full_names(values: pl.Series) -> pl.DataFrame:
+    """Vectorised :func:`split_full_name`: a frame of ``first`` and ``last`` (as written)."""
+    raw = values.cast(pl.String)
+    distinct = raw.drop_nulls().unique()
+    firsts, lasts = [], []
+    for value in distinct.to_list():
+        first, last = split_full_name(value)
+        firsts.append(first)
+        lasts.append(last)
+    lookup = pl.DataFrame(
+        {
+            "raw": distinct,
+            "first": pl.Series(firsts, dtype=pl.String),
+            "last": pl.Series(lasts, dtype=pl.String),
+        }
+    )
+    joined = pl.DataFrame({"raw": raw}).join(lookup, on="raw", how="left", maintain_order="left")
+    return joined.select("first", "last")
+
+
 def email_keys(values: pl.Series) -> pl.Series:
-    """Vectorised :func:`email_key`."""
-    return map_distinct(values.cast(pl.String), email_key, pl.String())
+    """Vectorised :func:`email_key`: in polars for ASCII values, the scalar form for the rest.
+
+    (Lower-casing non-ASCII text is where Python and polars could differ; such addresses are rare
+    and fail the ASCII-only pattern anyway unless lower-casing turns them into ASCII.)"""
+    raw = values.cast(pl.String)
+    frame = pl.DataFrame({"raw": raw}).with_columns(_email_key_expr(pl.col("raw")).alias("key"))
+    ascii_only = raw.str.contains(r"^[\x00-\x7f]*$").fill_null(True)
+    if not ascii_only.all():
+        other = map_distinct(raw.filter(~ascii_only), email_key, pl.String())
+        keys = frame["key"].scatter((~ascii_only).arg_true(), other)
+        return keys.alias(values.name)
+    return frame["key"].alias(values.name)
+
+
+def _email_key_expr(raw: pl.Expr) -> pl.Expr:
+    """:func:`email_key` as a polars expression (agrees with it on ASCII input)."""
+    text = raw.str.strip_chars(_WS).str.to_lowercase()
+    text = text.str.strip_prefix("mailto:").str.strip_chars("<>").str.strip_chars(_WS)
+    local = text.str.extract(r"^(.*)@[^@]*$", 1)
+    domain = text.str.extract(r"@([^@]*)$", 1)
+    domain = pl.when(domain == "googlemail.com").then(pl.lit("gmail.com")).otherwise(domain)
+    local = (
+        pl.when(domain.is_in(list(PLUS_TAG_DOMAINS))).then(local.str.extract(r"^([^+]*)", 1)).otherwise(local)
+    )
+    local = pl.when(domain == "gmail.com").then(local.str.replace_all(".", "", literal=True)).otherwise(local)
+    valid = (
+        (raw.str.len_chars() <= 2 * MAX_EMAIL_CHARS)
+        & (text.str.len_chars() <= MAX_EMAIL_CHARS)
+        & text.str.contains(_EMAIL_RE.pattern)
+        & (local.str.len_chars() > 0)
+        & (local.str.len_chars() <= 64)
+        & ~local.str.ends_with(".")
+    )
+    return pl.when(valid).then(local + "@" + domain)
 
 
 def company_norms(values: pl.Series) -> pl.Series:

@@ -44,9 +44,9 @@ def normalise_records(rows: pl.DataFrame, *, source: str, default_region: str | 
         region = country.fill_null(region_from_email)
     phones = n.phone_keys(rows["phone"], region)
 
-    split = n.map_distinct(rows["full_name"], lambda v: list(n.split_full_name(v)), pl.List(pl.String))
-    first_raw = rows["first_name"].fill_null(split.list.get(0, null_on_oob=True))
-    last_raw = rows["last_name"].fill_null(split.list.get(1, null_on_oob=True))
+    split = n.split_full_names(rows["full_name"])
+    first_raw = rows["first_name"].fill_null(split["first"])
+    last_raw = rows["last_name"].fill_null(split["last"])
     first_norm = n.name_norms(first_raw)
     last_norm = n.name_norms(last_raw)
     first_c = n.map_distinct(first_norm, n.first_name_canonical, pl.String())

@@ -219,7 +219,17 @@ def _import_table(
             _resolve_batch(session, rows, run_id, options, counts, rejects, batch_rejects)
         else:
             with db.session(write=True) as batch_session:
+                _skip_foreign_key_checks(batch_session)
                 _resolve_batch(batch_session, rows, run_id, options, counts, rejects, batch_rejects)
+
+
+def _skip_foreign_key_checks(session: Session) -> None:
+    """SQLite: no per-row foreign key probes in a batch's transaction (PostgreSQL keeps its checks).
+
+    Safe because every reference a batch writes is to a row it created or read inside the same
+    write transaction (the run, new contacts, the existing contacts it found), and that
+    transaction holds SQLite's write lock, so none of them can go away in between."""
+    session.connection(execution_options={"crmctl_foreign_keys": False})
 
 
 def _prepare(
@@ -427,7 +437,8 @@ def _candidates(session: Session, keys: pl.DataFrame, offset: int) -> tuple[pl.D
         )
     )
     # every identifier of the surviving contacts and of the contacts merged into them
-    members = [c for c in roots if root(c) in set(survivors)]
+    root_of = {c: root(c) for c in roots}
+    members = list(roots)
     all_keys = _select_in(
         session,
         "SELECT contact_id, kind, value FROM {by_contact} WHERE tenant_id = :t AND {cond}",
@@ -435,7 +446,7 @@ def _candidates(session: Session, keys: pl.DataFrame, offset: int) -> tuple[pl.D
         members,
         {"t": tenant},
         id_schema,
-    ).with_columns(pl.col("contact_id").replace_strict({c: root(c) for c in members}, return_dtype=pl.Int64))
+    ).with_columns(pl.col("contact_id").replace_strict(root_of, return_dtype=pl.Int64))
     contact_keys = all_keys.join(contacts.select("node", "contact_id"), on="contact_id").select(
         "node", "kind", "value"
     )
@@ -641,30 +652,30 @@ def _update_existing(session: Session, values: pl.DataFrame, landing: pl.DataFra
         "company_domain",
     ]
     tenant = tenant_of(session)
+    # one bulk insert into a temporary table and one UPDATE … FROM, not one statement per contact
+    conn = session.connection()
     if dialect_of(session) == "postgresql":
-        # one COPY into a temporary table and one UPDATE … FROM, not one statement per contact
-        conn = session.connection()
         conn.exec_driver_sql(
             "CREATE TEMPORARY TABLE IF NOT EXISTS lead_fill (winner bigint, "
             + ", ".join(f"{f} text" for f in fill)
             + ") ON COMMIT DROP"
         )
         conn.exec_driver_sql("TRUNCATE lead_fill")
-        bulk.insert_frame(session, "lead_fill", rows.select("winner", *fill))
-        sets = ", ".join(f"{f} = COALESCE(c.{f}, t.{f})" for f in fill)
-        conn.execute(
-            text(
-                f"UPDATE contact c SET {sets}, updated_at = :now FROM lead_fill t "
-                "WHERE c.tenant_id = :t AND c.id = t.winner"
-            ),
-            {"now": now, "t": tenant},
+    else:
+        conn.exec_driver_sql(
+            "CREATE TEMP TABLE IF NOT EXISTS lead_fill (winner INTEGER PRIMARY KEY, "
+            + ", ".join(f"{f} TEXT" for f in fill)
+            + ")"
         )
-        return
-    sets = ", ".join(f"{f} = COALESCE({f}, :{f})" for f in fill)
-    params = rows.select(*fill, "winner").with_columns(pl.lit(now).alias("now")).to_dicts()
-    session.connection().execute(
-        text(f"UPDATE contact SET {sets}, updated_at = :now WHERE tenant_id = :t AND id = :winner"),
-        [{**p, "t": tenant} for p in params],
+        conn.exec_driver_sql("DELETE FROM temp.lead_fill")
+    bulk.insert_frame(session, "lead_fill", rows.select("winner", *fill))
+    sets = ", ".join(f"{f} = COALESCE(contact.{f}, t.{f})" for f in fill)
+    conn.execute(
+        text(
+            f"UPDATE contact SET {sets}, updated_at = :now FROM lead_fill t "
+            "WHERE contact.tenant_id = :t AND contact.id = t.winner"
+        ),
+        {"now": now, "t": tenant},
     )
 
 
