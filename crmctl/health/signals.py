@@ -113,6 +113,14 @@ def _to_date(frame: pl.DataFrame, column: str) -> pl.DataFrame:
     return frame.with_columns(pl.col(column).cast(pl.Date))
 
 
+def _per_account(session: Session, sql: str, params: dict[str, Any]) -> pl.DataFrame:
+    """Run a per-account aggregate; an Int64 ``account_id`` column even when nothing matched."""
+    frame = read_frame(session, sql, params)
+    if frame.width == 0 or "account_id" not in frame.columns:
+        return pl.DataFrame({"account_id": []}, schema={"account_id": pl.Int64})
+    return frame.with_columns(pl.col("account_id").cast(pl.Int64))
+
+
 def _grouped(session: Session, table: str, time_column: str, query: _Query, where: str) -> pl.DataFrame:
     if not query.columns:
         return pl.DataFrame({"account_id": []}, schema={"account_id": pl.Int64})
@@ -135,10 +143,7 @@ def _grouped(session: Session, table: str, time_column: str, query: _Query, wher
         f"SELECT {group} AS account_id, {', '.join(query.columns)} FROM {source} "
         f"WHERE {condition} AND t.{time_column} < {end} AND ({where}) GROUP BY {group}"
     )
-    frame = read_frame(session, sql, query.params)
-    if frame.width == 0 or "account_id" not in frame.columns:
-        return pl.DataFrame({"account_id": []}, schema={"account_id": pl.Int64})
-    return frame.with_columns(pl.col("account_id").cast(pl.Int64))
+    return _per_account(session, sql, query.params)
 
 
 # -- product usage ------------------------------------------------------------------------------
@@ -261,10 +266,7 @@ def _product_usage(session: Session, signals: list[SignalSpec], window: Window) 
             f"(SELECT {columns} FROM product_usage t WHERE t.tenant_id = a.tenant_id AND t.account_id = a.id "
             f"{lower}AND t.occurred_at < {query.bind(window.end)}) u WHERE a.tenant_id = {tenant}"
         )
-    frame = read_frame(session, sql, query.params)
-    if frame.width == 0 or "account_id" not in frame.columns:
-        return pl.DataFrame({"account_id": []}, schema={"account_id": pl.Int64})
-    return frame.with_columns(pl.col("account_id").cast(pl.Int64))
+    return _per_account(session, sql, query.params)
 
 
 # -- interactions -------------------------------------------------------------------------------
