@@ -428,12 +428,11 @@ def _clear_scores(url: str) -> None:
     signals up by a column no index leads with."""
     db = open_database(url, TENANT, app_role=None)
     try:
-        with db.engine.connect() as conn:
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        # one transaction (SQLite: without foreign key probes, see engine._configure_sqlite)
+        with db.engine.execution_options(crmctl_foreign_keys=False).begin() as conn:
             if db.is_postgresql:
                 conn.exec_driver_sql("TRUNCATE health_signal, health_snapshot")
             else:
-                conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
                 conn.exec_driver_sql("DELETE FROM health_signal")
                 conn.exec_driver_sql("DELETE FROM health_snapshot")
             conn.exec_driver_sql(
