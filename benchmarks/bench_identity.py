@@ -9,6 +9,7 @@ of exact matching on lower-cased email. Timing is the whole import into an empty
 from __future__ import annotations
 
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -68,6 +69,8 @@ def run(scale: str) -> dict[str, Any]:
         migrate.upgrade(url)
         db = open_database(url, "default")
         rows = 0
+        load_before = os.getloadavg()[0]
+        cpu_started = time.process_time()
         started = time.perf_counter()
         for lead_file in files:
             result = import_leads(
@@ -81,6 +84,9 @@ def run(scale: str) -> dict[str, Any]:
             )
             rows += result.counts["rows_read"]
         import_seconds = time.perf_counter() - started
+        import_cpu_seconds = time.process_time() - cpu_started
+        load_after = os.getloadavg()[0]
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # generator's too
         with db.session() as session:
             links = source_links(session)
         db.dispose()
@@ -94,6 +100,11 @@ def run(scale: str) -> dict[str, Any]:
         "generate_seconds": round(generate_seconds, 1),
         "import_seconds": round(import_seconds, 1),
         "rows_per_second": round(rows / import_seconds),
+        # this process's CPU (all its threads, polars' too; not PostgreSQL's server)
+        "import_cpu_seconds": round(import_cpu_seconds, 1),
+        "rows_per_cpu_second": round(rows / import_cpu_seconds),
+        "load_average_1m": [round(load_before, 2), round(load_after, 2)],
+        "peak_rss_mb_after_import": round(peak_rss_mb),
         **accuracy,
     }
 

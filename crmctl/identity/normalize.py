@@ -459,40 +459,9 @@ def split_full_names(values: pl.Series) -> pl.DataFrame:
 
 
 def email_keys(values: pl.Series) -> pl.Series:
-    """Vectorised :func:`email_key`: in polars for ASCII values, the scalar form for the rest.
-
-    (Lower-casing non-ASCII text is where Python and polars could differ; such addresses are rare
-    and fail the ASCII-only pattern anyway unless lower-casing turns them into ASCII.)"""
-    raw = values.cast(pl.String)
-    frame = pl.DataFrame({"raw": raw}).with_columns(_email_key_expr(pl.col("raw")).alias("key"))
-    ascii_only = raw.str.contains(r"^[\x00-\x7f]*$").fill_null(True)
-    if not ascii_only.all():
-        other = map_distinct(raw.filter(~ascii_only), email_key, pl.String())
-        keys = frame["key"].scatter((~ascii_only).arg_true(), other)
-        return keys.alias(values.name)
-    return frame["key"].alias(values.name)
-
-
-def _email_key_expr(raw: pl.Expr) -> pl.Expr:
-    """:func:`email_key` as a polars expression (agrees with it on ASCII input)."""
-    text = raw.str.strip_chars(_WS).str.to_lowercase()
-    text = text.str.strip_prefix("mailto:").str.strip_chars("<>").str.strip_chars(_WS)
-    local = text.str.extract(r"^(.*)@[^@]*$", 1)
-    domain = text.str.extract(r"@([^@]*)$", 1)
-    domain = pl.when(domain == "googlemail.com").then(pl.lit("gmail.com")).otherwise(domain)
-    local = (
-        pl.when(domain.is_in(list(PLUS_TAG_DOMAINS))).then(local.str.extract(r"^([^+]*)", 1)).otherwise(local)
-    )
-    local = pl.when(domain == "gmail.com").then(local.str.replace_all(".", "", literal=True)).otherwise(local)
-    valid = (
-        (raw.str.len_chars() <= 2 * MAX_EMAIL_CHARS)
-        & (text.str.len_chars() <= MAX_EMAIL_CHARS)
-        & text.str.contains(_EMAIL_RE.pattern)
-        & (local.str.len_chars() > 0)
-        & (local.str.len_chars() <= 64)
-        & ~local.str.ends_with(".")
-    )
-    return pl.when(valid).then(local + "@" + domain)
+    """Vectorised :func:`email_key` (the scalar form per distinct value measured faster than the
+    same steps as polars string expressions: ~1 µs per address)."""
+    return map_distinct(values.cast(pl.String), email_key, pl.String())
 
 
 def company_norms(values: pl.Series) -> pl.Series:

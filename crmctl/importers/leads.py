@@ -10,6 +10,7 @@ rolled back at the end.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections import Counter
@@ -39,7 +40,7 @@ from crmctl.importers.reader import (
     resolve_columns,
 )
 
-PROBE_CHUNK = 2_000
+PROBE_CHUNK = 20_000
 # fields of an existing contact that a merged record may fill when they are empty
 FILL_FIELDS = (
     "first_name", "last_name", "full_name", "email", "phone", "title", "company", "country",
@@ -282,27 +283,26 @@ def _select_in(
 ) -> pl.DataFrame:
     """Run ``sql`` (``:name`` parameters and a ``{cond}`` placeholder) for chunks of ``values``.
 
-    Index probes with thousands of values: sent straight to the driver (SQLAlchemy would compile
-    one bind parameter per value), as ``= ANY(array)`` on PostgreSQL and ``IN (…)`` on SQLite."""
+    Index probes with thousands of values, each chunk bound as one parameter: ``= ANY(array)`` on
+    PostgreSQL, ``IN (SELECT value FROM json_each(…))`` on SQLite (a JSON array: one bind instead of
+    one per value, and the probes stay index seeks)."""
     conn = session.connection()
     postgres = dialect_of(session) == "postgresql"
     if postgres:
         sql = re.sub(r":(\w+)", r"%(\1)s", sql)
+        cond = f"{column} = ANY(%(v)s)"
+    else:
+        cond = f"{column} IN (SELECT value FROM json_each(:v))"
     # without statistics SQLite would walk the tenant's whole unique index instead of this one
     by_contact = (
         "contact_identifier" if postgres else "contact_identifier INDEXED BY ix_contact_identifier_contact"
     )
+    statement = sql.format(cond=cond, by_contact=by_contact)
     parts = []
     for start in range(0, len(values), PROBE_CHUNK):
         chunk = values[start : start + PROBE_CHUNK]
-        if postgres:
-            cond, extra = f"{column} = ANY(%(v)s)", {"v": list(chunk)}
-        else:
-            extra = {f"v{i}": v for i, v in enumerate(chunk)}
-            cond = f"{column} IN ({', '.join(':' + k for k in extra)})"
-        rows = conn.exec_driver_sql(
-            sql.format(cond=cond, by_contact=by_contact), {**params, **extra}
-        ).fetchall()
+        bound = list(chunk) if postgres else json.dumps(chunk)
+        rows = conn.exec_driver_sql(statement, {**params, "v": bound}).fetchall()
         if rows:
             parts.append(pl.DataFrame(rows, schema=schema, orient="row"))
     return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
@@ -670,10 +670,12 @@ def _update_existing(session: Session, values: pl.DataFrame, landing: pl.DataFra
         conn.exec_driver_sql("DELETE FROM temp.lead_fill")
     bulk.insert_frame(session, "lead_fill", rows.select("winner", *fill))
     sets = ", ".join(f"{f} = COALESCE(contact.{f}, t.{f})" for f in fill)
+    # only contacts that gain a value are rewritten (most merged records bring nothing new)
+    gains = " OR ".join(f"(contact.{f} IS NULL AND t.{f} IS NOT NULL)" for f in fill)
     conn.execute(
         text(
             f"UPDATE contact SET {sets}, updated_at = :now FROM lead_fill t "
-            "WHERE contact.tenant_id = :t AND contact.id = t.winner"
+            f"WHERE contact.tenant_id = :t AND contact.id = t.winner AND ({gains})"
         ),
         {"now": now, "t": tenant},
     )
