@@ -13,9 +13,10 @@ from collections.abc import Iterable
 import polars as pl
 from sqlmodel import Session
 
-from crmctl.erasure.identifiers import email_key, phone_digit_forms, phone_key
+from crmctl.erasure.identifiers import phone_digit_forms
 from crmctl.erasure.keys import keyed_hash
 from crmctl.erasure.sql import execute, frame, in_list, list_param, tenant_unindexed, unindexed
+from crmctl.identity.normalize import email_keys, phone_keys
 
 MAX_MERGE_DEPTH = 50
 
@@ -74,15 +75,13 @@ def identifier_values(session: Session, contact_ids: list[int], default_region: 
             f"WHERE {tenant_unindexed(session)} AND {in_list(session, 'id', 'ids')} AND email IS NOT NULL",
             schema,
             ids=ids,
-        ).with_columns(pl.col("value").map_elements(email_key, return_dtype=pl.String)),
+        ),
         frame(
             session,
             f"SELECT id AS contact_id, 'phone' AS kind, phone AS value FROM contact "
             f"WHERE {tenant_unindexed(session)} AND {in_list(session, 'id', 'ids')} AND phone IS NOT NULL",
             schema,
             ids=ids,
-        ).with_columns(
-            pl.col("value").map_elements(lambda v: phone_key(v, default_region), return_dtype=pl.String)
         ),
         frame(
             session,
@@ -107,6 +106,11 @@ def identifier_values(session: Session, contact_ids: list[int], default_region: 
             ids=ids,
         ),
     ]
+    # the contact's email and phone as given, normalised (each distinct value once)
+    parts[0] = parts[0].with_columns(email_keys(parts[0]["value"]).alias("value"))
+    parts[1] = parts[1].with_columns(
+        phone_keys(parts[1]["value"], default_region)["phone_e164"].alias("value")
+    )
     return pl.concat(parts).drop_nulls().unique()
 
 
