@@ -87,10 +87,24 @@ class _Query:
         self.columns.append(f'{expression} AS "{alias}"')
 
 
-def _distinct_list(expression: str, sqlite: bool) -> str:
-    if sqlite:
-        return f"group_concat(DISTINCT {expression})"
-    return f"string_agg(DISTINCT {expression}, ',')"
+FEATURE_SEPARATOR = "\x1f"  # joins an account's feature names (the ASCII unit separator)
+
+
+def _feature_list(expression: str, separator: str, sqlite: bool) -> str:
+    """Every non-null value of ``expression``, repeats included, joined by ``separator``: the
+    distinct ones are taken in polars (a DISTINCT aggregate sorts per account on PostgreSQL)."""
+    return f"group_concat({expression}, {separator})" if sqlite else f"string_agg({expression}, {separator})"
+
+
+def _distinct_features(column: str) -> pl.Expr:
+    """The distinct names in a ``_feature_list`` column; an empty list where it is null."""
+    return (
+        pl.col(column)
+        .cast(pl.String)
+        .str.split(FEATURE_SEPARATOR)
+        .fill_null(pl.lit([], pl.List(pl.String)))
+        .list.unique()
+    )
 
 
 def _to_datetime(frame: pl.DataFrame, column: str) -> pl.DataFrame:
@@ -231,11 +245,10 @@ def _product_usage(session: Session, signals: list[SignalSpec], window: Window) 
             query.add(s.name, f"SUM(CASE WHEN {when(s)} THEN 1 ELSE 0 END)")
         elif s.aggregation == "sum":
             query.add(s.name, f"SUM(CASE WHEN {when(s)} THEN t.quantity ELSE 0 END)")
-        elif s.aggregation == "distinct_features":
-            query.add(s.name, f"COUNT(DISTINCT CASE WHEN {when(s)} THEN t.feature END)")
-        elif s.aggregation == "entitled_feature_share":
+        elif s.aggregation in {"distinct_features", "entitled_feature_share"}:
+            features = f"CASE WHEN {when(s)} THEN t.feature END"
             query.add(
-                f"{s.name}__used", _distinct_list(f"CASE WHEN {when(s)} THEN t.feature END", window.sqlite)
+                f"{s.name}__features", _feature_list(features, query.bind(FEATURE_SEPARATOR), window.sqlite)
             )
         elif s.aggregation == "trend":
             query.add(f"{s.name}__now", f"SUM(CASE WHEN {when(s)} THEN t.quantity ELSE 0 END)")
@@ -443,13 +456,16 @@ def raw_signals(session: Session, model: HealthModel, accounts: pl.DataFrame, wi
 
 def _finish(s: SignalSpec, frame: pl.DataFrame) -> pl.Expr:
     """The raw value expression of one signal from the joined columns."""
-    if s.aggregation in {"count", "sum", "distinct_features", "open_weighted", "escalations", "opened"}:
+    if s.aggregation in {"count", "sum", "open_weighted", "escalations", "opened"}:
         # no rows in the window means zero activity, which is a value, not missing data
         return pl.col(s.name).cast(pl.Float64).fill_null(0.0) if s.name in frame.columns else pl.lit(0.0)
+    features = f"{s.name}__features"
+    if s.aggregation == "distinct_features":
+        return _distinct_features(features).list.len() if features in frame.columns else pl.lit(0.0)
     if s.aggregation == "entitled_feature_share":
-        used = pl.col(f"{s.name}__used") if f"{s.name}__used" in frame.columns else pl.lit(None, pl.String)
+        used = _distinct_features(features) if features in frame.columns else pl.lit([], pl.List(pl.String))
         entitled = pl.col("entitled").fill_null(pl.lit([], pl.List(pl.String)))
-        adopted = used.fill_null("").str.split(",").list.set_intersection(entitled).list.len()
+        adopted = used.list.set_intersection(entitled).list.len()
         return pl.when(entitled.list.len() > 0).then(adopted / entitled.list.len()).otherwise(None)
     if s.aggregation == "trend":
         now, before = pl.col(f"{s.name}__now").fill_null(0.0), pl.col(f"{s.name}__before").fill_null(0.0)
