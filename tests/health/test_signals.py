@@ -90,6 +90,7 @@ EVENTS = [
     ("feature_used", "reports", 1.0),
     ("feature_used", "alerts", 1.0),
     ("integration_connected", "slack", 1.0),
+    ("integration_connected", "crm, sales", 1.0),  # a comma in a name is not a list separator
 ]
 ENTITLED = ["alerts", "api", "reports", "sso"]
 
