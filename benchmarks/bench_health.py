@@ -13,9 +13,7 @@ import json
 import os
 import random
 import resource
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +23,7 @@ from typing import Any
 
 import polars as pl
 
+from benchmarks._child import crmctl_argv, measure
 from crmctl.db import bulk, migrate
 from crmctl.db.engine import Database, open_database
 
@@ -366,53 +365,15 @@ def _pg_url(scale: str) -> str | None:
 
 
 def _score(url: str) -> dict[str, Any]:
-    """Run ``crmctl health score`` in a child process; its own wall time, CPU and peak RSS.
-
-    CPU and peak RSS come from ``/usr/bin/time``: a forked child's ``ru_maxrss`` would include the
-    pages it shared with this (large, data-generating) process before ``exec``. On a shared
-    machine wall time is mostly waiting for a core: compare CPU seconds, and read the load."""
-    with tempfile.NamedTemporaryFile(prefix="crmctl-bench-health-") as usage_file:
-        load_before = os.getloadavg()[0]
-        started = time.perf_counter()
-        result = subprocess.run(
-            [
-                "/usr/bin/time",
-                "-f",
-                "%U %S %M",
-                "-o",
-                usage_file.name,
-                sys.executable,
-                "-m",
-                "crmctl",
-                "--db",
-                url,
-                "--tenant",
-                TENANT,
-                "--actor",
-                "bench",
-                "health",
-                "score",
-                "--as-of",
-                AS_OF.isoformat(),
-                "--format",
-                "json",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        seconds = time.perf_counter() - started
-        if result.returncode != 0:
-            raise RuntimeError(f"health score failed ({result.returncode}): {result.stderr.strip()}")
-        user, system, peak_kb = Path(usage_file.name).read_text().split()[-3:]
-    summary = json.loads(result.stdout)
+    """Run ``crmctl health score`` in a child process; its own wall time, CPU and peak RSS (CPU of
+    the crmctl process only: a PostgreSQL backend's work is not in it), and the load beside them."""
+    measured = measure(
+        crmctl_argv(url, TENANT, "health", "score", "--as-of", AS_OF.isoformat(), "--format", "json")
+    )
+    summary = json.loads(measured.stdout)
     return {
-        "seconds": round(seconds, 2),
-        # CPU of the crmctl process only (a PostgreSQL backend's work is not in it)
-        "crmctl_cpu_seconds": round(float(user) + float(system), 2),
+        **measured.figures(),
         "phases": summary["seconds"],
-        "peak_rss_mb": round(float(peak_kb) / 1024, 1),
-        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "accounts": summary["accounts"],
         "green": summary["green"],
         "amber": summary["amber"],
