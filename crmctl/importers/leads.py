@@ -297,7 +297,10 @@ def _select_in(
     by_contact = (
         "contact_identifier" if postgres else "contact_identifier INDEXED BY ix_contact_identifier_contact"
     )
-    statement = sql.format(cond=cond, by_contact=by_contact)
+    # contacts by id: the rowid, not a scan of the tenant's rows through some index (SQLite picks
+    # one for `tenant_id = ?` when the ids come from a subquery)
+    by_id = "contact" if postgres else "contact NOT INDEXED"
+    statement = sql.format(cond=cond, by_contact=by_contact, by_id=by_id)
     parts = []
     for start in range(0, len(values), PROBE_CHUNK):
         chunk = values[start : start + PROBE_CHUNK]
@@ -342,7 +345,7 @@ def _resolve_batch(
         return
     records = records.with_row_index("node").with_columns(pl.col("node").cast(pl.Int64))
     keys = record_keys(records)
-    contacts, contact_keys = _candidates(session, keys, records.height)
+    contacts, contact_keys, stored = _candidates(session, keys, records.height)
     nodes = pl.concat(
         [
             records.select("node", pl.col("first_c").alias("first"), pl.col("last_c").alias("last")),
@@ -350,7 +353,7 @@ def _resolve_batch(
         ]
     )
     resolution = resolve(nodes, pl.concat([keys, contact_keys]), options.rules)
-    _write(session, records, contacts, resolution, run_id, options, counts)
+    _write(session, records, contacts, stored, resolution, run_id, options, counts)
 
 
 def _suppressed(session: Session, records: pl.DataFrame, options: LeadImportOptions) -> pl.Series | None:
@@ -366,8 +369,14 @@ def _suppressed(session: Session, records: pl.DataFrame, options: LeadImportOpti
     return mask if mask.any() else None
 
 
-def _candidates(session: Session, keys: pl.DataFrame, offset: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Existing contacts sharing a key with the batch (index probes on contact_identifier)."""
+def _candidates(
+    session: Session, keys: pl.DataFrame, offset: int
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Existing contacts sharing a key with the batch (index probes on contact_identifier).
+
+    Returns the contacts as nodes (node, contact_id, first, last), their keys (node, kind, value:
+    also those of the contacts merged into them), and the identifiers as stored (winner, kind,
+    value: under each contact's own id), which the write uses to add only new identifiers."""
     tenant = tenant_of(session)
     id_schema = {"contact_id": pl.Int64, "kind": pl.String, "value": pl.String}
     hits = []
@@ -399,7 +408,7 @@ def _candidates(session: Session, keys: pl.DataFrame, offset: int) -> tuple[pl.D
     while frontier:
         info = _select_in(
             session,
-            "SELECT id, merged_into_id, first_name_norm, last_name_norm FROM contact "
+            "SELECT id, merged_into_id, first_name_norm, last_name_norm FROM {by_id} "
             "WHERE tenant_id = :t AND erased_at IS NULL AND {cond}",
             "id",
             frontier,
@@ -414,7 +423,12 @@ def _candidates(session: Session, keys: pl.DataFrame, offset: int) -> tuple[pl.D
         empty_nodes = pl.DataFrame(
             schema={"node": pl.Int64, "contact_id": pl.Int64, "first": pl.String, "last": pl.String}
         )
-        return empty_nodes, pl.DataFrame(schema={"node": pl.Int64, "kind": pl.String, "value": pl.String})
+        empty_keys = pl.DataFrame(schema={"node": pl.Int64, "kind": pl.String, "value": pl.String})
+        return (
+            empty_nodes,
+            empty_keys,
+            pl.DataFrame(schema={"winner": pl.Int64, "kind": pl.String, "value": pl.String}),
+        )
 
     def root(cid: int) -> int:
         seen = 0
@@ -439,24 +453,30 @@ def _candidates(session: Session, keys: pl.DataFrame, offset: int) -> tuple[pl.D
     # every identifier of the surviving contacts and of the contacts merged into them
     root_of = {c: root(c) for c in roots}
     members = list(roots)
-    all_keys = _select_in(
+    stored = _select_in(
         session,
         "SELECT contact_id, kind, value FROM {by_contact} WHERE tenant_id = :t AND {cond}",
         "contact_id",
         members,
         {"t": tenant},
         id_schema,
-    ).with_columns(pl.col("contact_id").replace_strict(root_of, return_dtype=pl.Int64))
+    )
+    all_keys = stored.with_columns(pl.col("contact_id").replace_strict(root_of, return_dtype=pl.Int64))
     contact_keys = all_keys.join(contacts.select("node", "contact_id"), on="contact_id").select(
         "node", "kind", "value"
     )
-    return contacts.select("node", "contact_id", "first", "last"), contact_keys
+    return (
+        contacts.select("node", "contact_id", "first", "last"),
+        contact_keys,
+        stored.rename({"contact_id": "winner"}),
+    )
 
 
 def _write(
     session: Session,
     records: pl.DataFrame,
     contacts: pl.DataFrame,
+    stored: pl.DataFrame,
     resolution: Any,
     run_id: int,
     options: LeadImportOptions,
@@ -565,9 +585,8 @@ def _write(
         .join(recs.select("node", "winner", "sr_id"), on="node")
         .unique(["winner", "kind", "value"], keep="first", maintain_order=True)
     )
-    if contacts.height:
-        known = _known_identifiers(session, contacts, clusters, target)
-        keys = keys.join(known, on=["winner", "kind", "value"], how="anti")
+    if stored.height:
+        keys = keys.join(stored, on=["winner", "kind", "value"], how="anti")
     bulk.insert_frame(
         session,
         "contact_identifier",
@@ -621,20 +640,6 @@ def _best_values(recs: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _known_identifiers(
-    session: Session, contacts: pl.DataFrame, clusters: pl.DataFrame, target: pl.DataFrame
-) -> pl.DataFrame:
-    winners = contacts.join(clusters, on="node").join(target, on="cluster")["winner"].unique().to_list()
-    return _select_in(
-        session,
-        "SELECT contact_id, kind, value FROM {by_contact} WHERE tenant_id = :t AND {cond}",
-        "contact_id",
-        winners,
-        {"t": tenant_of(session)},
-        {"winner": pl.Int64, "kind": pl.String, "value": pl.String},
-    )
-
-
 def _update_existing(session: Session, values: pl.DataFrame, landing: pl.DataFrame, now: Any) -> None:
     """Fill the empty fields of existing contacts that records merged into (provenance kept)."""
     if landing.height == 0:
@@ -672,10 +677,16 @@ def _update_existing(session: Session, values: pl.DataFrame, landing: pl.DataFra
     sets = ", ".join(f"{f} = COALESCE(contact.{f}, t.{f})" for f in fill)
     # only contacts that gain a value are rewritten (most merged records bring nothing new)
     gains = " OR ".join(f"(contact.{f} IS NULL AND t.{f} IS NOT NULL)" for f in fill)
+    # SQLite: seek each contact by rowid (left to itself it scans the tenant through an index)
+    target, seek = (
+        ("contact", "")
+        if dialect_of(session) == "postgresql"
+        else ("contact NOT INDEXED", " AND contact.id IN (SELECT winner FROM temp.lead_fill)")
+    )
     conn.execute(
         text(
-            f"UPDATE contact SET {sets}, updated_at = :now FROM lead_fill t "
-            f"WHERE contact.tenant_id = :t AND contact.id = t.winner AND ({gains})"
+            f"UPDATE {target} SET {sets}, updated_at = :now FROM lead_fill t "
+            f"WHERE contact.tenant_id = :t AND contact.id = t.winner{seek} AND ({gains})"
         ),
         {"now": now, "t": tenant},
     )
@@ -722,7 +733,7 @@ def _merge_decisions(
     contact_rows = (
         _select_in(
             session,
-            f"SELECT id, {', '.join(FILL_FIELDS)} FROM contact WHERE tenant_id = :t AND {{cond}}",
+            f"SELECT id, {', '.join(FILL_FIELDS)} FROM {{by_id}} WHERE tenant_id = :t AND {{cond}}",
             "id",
             contacts["contact_id"].to_list(),
             {"t": tenant},
