@@ -63,54 +63,58 @@ def merge_tree(session: Session, contact_ids: Iterable[int]) -> set[int]:
 def identifier_values(session: Session, contact_ids: list[int], default_region: str | None) -> pl.DataFrame:
     """Every normalised email and phone the contacts hold (kind, value, contact_id), read from the
     contact rows, their identifiers and their source records. In memory only, never stored."""
-    if not contact_ids:
-        return pl.DataFrame(schema={"contact_id": pl.Int64, "kind": pl.String, "value": pl.String})
-    ids = list_param(session, contact_ids)
-    tenant_by_id = tenant_unindexed(session)
     schema = {"contact_id": pl.Int64, "kind": pl.String, "value": pl.String}
-    parts = [
-        frame(
-            session,
-            f"SELECT id AS contact_id, 'email' AS kind, email AS value FROM contact "
-            f"WHERE {tenant_unindexed(session)} AND {in_list(session, 'id', 'ids')} AND email IS NOT NULL",
-            schema,
-            ids=ids,
-        ),
-        frame(
-            session,
-            f"SELECT id AS contact_id, 'phone' AS kind, phone AS value FROM contact "
-            f"WHERE {tenant_unindexed(session)} AND {in_list(session, 'id', 'ids')} AND phone IS NOT NULL",
-            schema,
-            ids=ids,
-        ),
-        frame(
-            session,
-            f"""
-            SELECT id AS contact_id, 'email' AS kind, email_norm AS value FROM contact
-            WHERE {tenant_by_id} AND {in_list(session, "id", "ids")} AND email_norm IS NOT NULL
-            UNION ALL
-            SELECT id, 'phone', phone_e164 FROM contact
-            WHERE {tenant_by_id} AND {in_list(session, "id", "ids")} AND phone_e164 IS NOT NULL
-            UNION ALL
-            SELECT contact_id, kind, value FROM contact_identifier
-            WHERE tenant_id = :tenant AND {in_list(session, "contact_id", "ids")}
-              AND {unindexed(session, "kind")} IN ('email', 'phone')
-            UNION ALL
-            SELECT contact_id, 'email', email_norm FROM source_record
-            WHERE tenant_id = :tenant AND {in_list(session, "contact_id", "ids")} AND email_norm IS NOT NULL
-            UNION ALL
-            SELECT contact_id, 'phone', phone_e164 FROM source_record
-            WHERE tenant_id = :tenant AND {in_list(session, "contact_id", "ids")} AND phone_e164 IS NOT NULL
-            """,
-            schema,
-            ids=ids,
-        ),
-    ]
-    # the contact's email and phone as given, normalised (each distinct value once)
-    parts[0] = parts[0].with_columns(email_keys(parts[0]["value"]).alias("value"))
-    parts[1] = parts[1].with_columns(
-        phone_keys(parts[1]["value"], default_region)["phone_e164"].alias("value")
+    if not contact_ids:
+        return pl.DataFrame(schema=schema)
+    ids = list_param(session, contact_ids)
+    contacts = frame(
+        session,
+        "SELECT id AS contact_id, email, phone, email_norm, phone_e164 FROM contact "
+        f"WHERE {tenant_unindexed(session)} AND {in_list(session, 'id', 'ids')}",
+        {
+            "contact_id": pl.Int64,
+            "email": pl.String,
+            "phone": pl.String,
+            "email_norm": pl.String,
+            "phone_e164": pl.String,
+        },
+        ids=ids,
     )
+    linked = frame(
+        session,
+        f"""
+        SELECT contact_id, kind, value FROM contact_identifier
+        WHERE tenant_id = :tenant AND {in_list(session, "contact_id", "ids")}
+          AND {unindexed(session, "kind")} IN ('email', 'phone')
+        UNION ALL
+        SELECT contact_id, 'email', email_norm FROM source_record
+        WHERE tenant_id = :tenant AND {in_list(session, "contact_id", "ids")} AND email_norm IS NOT NULL
+        UNION ALL
+        SELECT contact_id, 'phone', phone_e164 FROM source_record
+        WHERE tenant_id = :tenant AND {in_list(session, "contact_id", "ids")} AND phone_e164 IS NOT NULL
+        """,
+        schema,
+        ids=ids,
+    )
+    # the phone as given needs parsing unless it is plainly written as its stored E.164 form (then
+    # parsing gives that form or nothing, and the stored form is kept anyway)
+    plain = pl.col("phone").str.contains(r"^\+[0-9 ().\-/]*$") & (
+        pl.lit("+") + pl.col("phone").str.replace_all(r"[^0-9]", "") == pl.col("phone_e164")
+    )
+    given_phones = contacts.filter(pl.col("phone").is_not_null() & ~plain.fill_null(False))
+    parts = [
+        contacts.select(
+            "contact_id", pl.lit("email").alias("kind"), email_keys(contacts["email"]).alias("value")
+        ),
+        given_phones.select(
+            "contact_id",
+            pl.lit("phone").alias("kind"),
+            phone_keys(given_phones["phone"], default_region)["phone_e164"].alias("value"),
+        ),
+        contacts.select("contact_id", pl.lit("email").alias("kind"), pl.col("email_norm").alias("value")),
+        contacts.select("contact_id", pl.lit("phone").alias("kind"), pl.col("phone_e164").alias("value")),
+        linked,
+    ]
     return pl.concat(parts).drop_nulls().unique()
 
 
