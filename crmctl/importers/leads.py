@@ -374,9 +374,10 @@ def _candidates(
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Existing contacts sharing a key with the batch (index probes on contact_identifier).
 
-    Returns the contacts as nodes (node, contact_id, first, last), their keys (node, kind, value:
-    also those of the contacts merged into them), and the identifiers as stored (winner, kind,
-    value: under each contact's own id), which the write uses to add only new identifiers."""
+    Returns the contacts as nodes (node, contact_id, first, last, and their FILL_FIELDS as they
+    are before this batch), their keys (node, kind, value: also those of the contacts merged into
+    them), and the identifiers as stored (winner, kind, value: under each contact's own id), which
+    the write uses to add only new identifiers."""
     tenant = tenant_of(session)
     id_schema = {"contact_id": pl.Int64, "kind": pl.String, "value": pl.String}
     hits = []
@@ -394,11 +395,11 @@ def _candidates(
             )
         )
     found = pl.concat(hits) if hits else pl.DataFrame(schema=id_schema)
+    # the fields a merge decision keeps as "before" are read here too, once
     contact_schema = {
         "contact_id": pl.Int64,
         "merged_into_id": pl.Int64,
-        "first": pl.String,
-        "last": pl.String,
+        **dict.fromkeys(FILL_FIELDS, pl.String),
     }
     ids = found["contact_id"].unique().to_list()
     # follow merges to the surviving contact
@@ -408,7 +409,7 @@ def _candidates(
     while frontier:
         info = _select_in(
             session,
-            "SELECT id, merged_into_id, first_name_norm, last_name_norm FROM {by_id} "
+            f"SELECT id, merged_into_id, {', '.join(FILL_FIELDS)} FROM {{by_id}} "
             "WHERE tenant_id = :t AND erased_at IS NULL AND {cond}",
             "id",
             frontier,
@@ -421,7 +422,13 @@ def _candidates(
             roots[cid] = parent if parent is not None else cid
     if not roots:
         empty_nodes = pl.DataFrame(
-            schema={"node": pl.Int64, "contact_id": pl.Int64, "first": pl.String, "last": pl.String}
+            schema={
+                "node": pl.Int64,
+                "contact_id": pl.Int64,
+                "first": pl.String,
+                "last": pl.String,
+                **dict.fromkeys(FILL_FIELDS, pl.String),
+            }
         )
         empty_keys = pl.DataFrame(schema={"node": pl.Int64, "kind": pl.String, "value": pl.String})
         return (
@@ -447,7 +454,8 @@ def _candidates(
         .with_row_index("node", offset=offset)
         .with_columns(
             pl.col("node").cast(pl.Int64),
-            pl.col("last").str.replace_all(" ", "").replace(NICKNAME_TO_CANONICAL).alias("last"),
+            pl.col("first_name_norm").alias("first"),
+            pl.col("last_name_norm").str.replace_all(" ", "").replace(NICKNAME_TO_CANONICAL).alias("last"),
         )
     )
     # every identifier of the surviving contacts and of the contacts merged into them
@@ -466,7 +474,7 @@ def _candidates(
         "node", "kind", "value"
     )
     return (
-        contacts.select("node", "contact_id", "first", "last"),
+        contacts.select("node", "contact_id", "first", "last", *FILL_FIELDS),
         contact_keys,
         stored.rename({"contact_id": "winner"}),
     )
@@ -730,18 +738,7 @@ def _merge_decisions(
     )
     if summary.height == 0:
         return
-    contact_rows = (
-        _select_in(
-            session,
-            f"SELECT id, {', '.join(FILL_FIELDS)} FROM {{by_id}} WHERE tenant_id = :t AND {{cond}}",
-            "id",
-            contacts["contact_id"].to_list(),
-            {"t": tenant},
-            {"contact_id": pl.Int64, **dict.fromkeys(FILL_FIELDS, pl.String)},
-        )
-        if contacts.height
-        else None
-    )
+    contact_rows = contacts.select("contact_id", *FILL_FIELDS) if contacts.height else None
     candidates = _candidate_values(recs)
     if contact_rows is not None and contact_rows.height:
         contact_candidates = (
