@@ -4,9 +4,10 @@ Every step of a batch is one transaction that does the work for all requests of 
 that step *and* records an ``erasure_step`` row per request (rows affected). A crash rolls back the
 step in progress; the next run picks up requests left ``running`` first and skips the steps they
 already have. Steps are set-based: rows are found through the contact-id indexes for the whole
-batch at once and changed by id lists, never one query per person. Verification is one pass per
-table for the whole batch (``crmctl.erasure.verify``); a request is ``completed`` only in the
-transaction that records a clean verification.
+batch at once and changed by id lists, never one query per person. A batch's requests are read
+once, when it is marked running; the steps work on those states (identify updates them as it
+records them). Verification is one pass per table for the whole batch (``crmctl.erasure.verify``);
+a request is ``completed`` only in the transaction that records a clean verification.
 """
 
 from __future__ import annotations
