@@ -322,7 +322,7 @@ def _staged(session: Session, table: str, frame: pl.DataFrame) -> str:
 
 def _skip_foreign_key_checks(session: Session) -> None:
     """SQLite: no per-row foreign key probes in the write transaction (1.3 million signal rows at
-    100k accounts, each probing its snapshot and account).
+    100k accounts, each probing its snapshot; the snapshots, their accounts).
 
     Safe because every reference is resolved set-based inside this transaction, which holds
     SQLite's write lock: snapshots are written only for accounts that exist, signals only for the
@@ -334,7 +334,7 @@ def _skip_foreign_key_checks(session: Session) -> None:
 def _store(session: Session, model: HealthModel, as_of: date, scores: Scores) -> tuple[int, pl.DataFrame]:
     """Write the snapshots and signals; a re-run of the same as-of and model replaces its rows.
 
-    Returns how many snapshots were replaced and the stored (account_id, snapshot_id) pairs.
+    Returns how many snapshots were replaced and the accounts that have a snapshot now.
     The previous run's signal rows are deleted in one statement; snapshots are upserted in place
     (keeping their ids) rather than deleted, because deleting a parent row makes the database
     look for child signal rows by a column no index leads with (PostgreSQL's foreign key check)."""
