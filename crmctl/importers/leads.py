@@ -739,11 +739,14 @@ def _merge_decisions(
     if summary.height == 0:
         return
     contact_rows = contacts.select("contact_id", *FILL_FIELDS) if contacts.height else None
+    # only the clusters that joined anything get a decision: the others' values are not needed
+    deciding = summary.select("cluster")
+    recs = recs.join(deciding, on="cluster", how="semi")
     candidates = _candidate_values(recs)
     if contact_rows is not None and contact_rows.height:
         contact_candidates = (
             contact_rows.join(contacts.select("node", "contact_id"), on="contact_id")
-            .join(clusters, on="node")
+            .join(clusters.join(deciding, on="cluster", how="semi"), on="node")
             .select(
                 "cluster",
                 pl.struct(
