@@ -98,53 +98,53 @@ class ScanSql:
 
 def _scan_sql(session: Session, target: ScanTarget) -> ScanSql:
     if dialect_of(session) == "postgresql":
-        return _scan_sql_pg(session, target)
-    # SQLite: one printf per row (a chain of || copies the row once per column)
-    text_value = _printf(target.text_columns)
+        # a regex per column (testing a value costs less than joining a row's columns, which only
+        # the rows that pass need)
+        text_value, keys = _concat_ws(target.text_columns), _concat_ws(target.key_columns)
+        key_value = f"CASE WHEN strpos({keys}, '@') > 0 THEN {keys} ELSE '' END"
+        predicates = [f"{_q(c)}::text ~ '[0-9@]'" for c in target.text_columns]
+        predicates += [f"strpos({_q(c)}::text, '@') > 0" for c in target.key_columns]
+        return _assemble(session, target, text_value, key_value, predicates, "string_agg", "chr")
+    # SQLite: one printf per row (a chain of || copies the row once per column); the filter per
+    # column, values shorter than a token skipped before the pattern test
     key_value = (
         f"CASE WHEN {' OR '.join(f'instr({_q(c)}, {_AT}) > 0' for c in target.key_columns)} "
         f"THEN {_printf(target.key_columns)} ELSE '' END"
     )
-    # a cheap superset, per column (joining strings costs more than testing them); values shorter
-    # than a token are skipped before the pattern test. The exact token patterns run in polars.
     predicates = [
         f"(length({_q(c)}) >= {MIN_TOKEN_CHARS} AND {_q(c)} GLOB '*[0-9@]*')" for c in target.text_columns
     ]
     predicates += [f"instr({_q(c)}, {_AT}) > 0" for c in target.key_columns]
-    piece = f"{key_value} || char(29) || {text_value}" if target.key_columns else text_value
+    return _assemble(
+        session, target, _printf(target.text_columns), key_value, predicates, "group_concat", "char"
+    )
+
+
+def _assemble(
+    session: Session,
+    target: ScanTarget,
+    text_value: str,
+    key_value: str,
+    predicates: list[str],
+    aggregate: str,
+    char: str,
+) -> ScanSql:
+    """The rows passing ``predicates`` (a cheap superset in SQL: an '@' or a digit; the exact token
+    patterns run in polars) as pieces ``[key_value KEY_END] text_value``."""
+    piece = f"{key_value} || {char}(29) || {text_value}" if target.key_columns else text_value
     where = (
         f'FROM "{target.table}" WHERE {tenant_unindexed(session)} AND id > :low AND id <= :high '
         f"AND ({' OR '.join(predicates)})"
     )
     return ScanSql(
-        ranged=f"SELECT count(*), group_concat({piece}, char(30)) {where}",
+        ranged=f"SELECT count(*), {aggregate}({piece}, {char}(30)) {where}",
         rows=f"SELECT {text_value} AS text_value, "
         f"{key_value if target.key_columns else 'NULL'} AS key_value {where}",
     )
 
 
-def _scan_sql_pg(session: Session, target: ScanTarget) -> ScanSql:
-    """PostgreSQL: the same shape; a regex per column (testing a value costs less than joining a
-    row's columns, which only the rows that pass need)."""
-
-    def joined(columns: tuple[str, ...]) -> str:
-        return f"concat_ws(chr(31), {', '.join(f'{_q(c)}::text' for c in columns)})" if columns else "''"
-
-    text_value = joined(target.text_columns)
-    keys = joined(target.key_columns)
-    key_value = f"CASE WHEN strpos({keys}, '@') > 0 THEN {keys} ELSE '' END"
-    predicates = [f"{_q(c)}::text ~ '[0-9@]'" for c in target.text_columns]
-    predicates += [f"strpos({_q(c)}::text, '@') > 0" for c in target.key_columns]
-    piece = f"{key_value} || chr(29) || {text_value}" if target.key_columns else text_value
-    where = (
-        f'FROM "{target.table}" WHERE {tenant_unindexed(session)} AND id > :low AND id <= :high '
-        f"AND ({' OR '.join(predicates)})"
-    )
-    return ScanSql(
-        ranged=f"SELECT count(*), string_agg({piece}, chr(30)) {where}",
-        rows=f"SELECT {text_value} AS text_value, "
-        f"{key_value if target.key_columns else 'NULL'} AS key_value {where}",
-    )
+def _concat_ws(columns: tuple[str, ...]) -> str:
+    return f"concat_ws(chr(31), {', '.join(f'{_q(c)}::text' for c in columns)})" if columns else "''"
 
 
 _AT = "'@'"
