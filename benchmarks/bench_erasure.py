@@ -17,9 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +26,7 @@ import polars as pl
 import psycopg
 from sqlalchemy import text
 
+from benchmarks._child import crmctl_argv, measure
 from crmctl.db import migrate
 from crmctl.db.bulk import insert_frame
 from crmctl.db.engine import open_database
@@ -290,41 +288,11 @@ def run(scale: str) -> dict:
     started = time.perf_counter()
     url, pg_run = _pg_copy(pg_admin, scale, size) if pg_admin else (_sqlite_copy(scale, size), None)
     prepared = time.perf_counter() - started
-    env = {**os.environ, "CRMCTL_ERASURE_KEY": KEY}
-    load = os.getloadavg()[0]
-    with tempfile.NamedTemporaryFile(prefix="crmctl-bench-erasure-") as usage:
-        t0 = time.perf_counter()
-        # /usr/bin/time: the child's own CPU and peak RSS (a forked child's ru_maxrss would count the
-        # pages it shared with this process, which may have just generated the data)
-        proc = subprocess.run(
-            [
-                "/usr/bin/time",
-                "-f",
-                "%M %U %S",
-                "-o",
-                usage.name,
-                sys.executable,
-                "-m",
-                "crmctl",
-                "--db",
-                url,
-                "--tenant",
-                TENANT,
-                "--quiet",
-                "erasure",
-                "run",
-                "--format",
-                "json",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        elapsed = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise SystemExit(f"erasure run failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        peak_kb, user, system = (float(v) for v in Path(usage.name).read_text().split()[-3:])
-    outcomes = json.loads(proc.stdout)
+    child = measure(
+        crmctl_argv(url, TENANT, "--quiet", "erasure", "run", "--format", "json"),
+        env={"CRMCTL_ERASURE_KEY": KEY},
+    )
+    outcomes = json.loads(child.stdout)
     statuses: dict[str, int] = {}
     for o in outcomes:
         statuses[o["status"]] = statuses.get(o["status"], 0) + 1
@@ -335,11 +303,11 @@ def run(scale: str) -> dict:
         "requests": size["requests"],
         "statuses": statuses,
         "rows_changed": sum(o["rows_changed"] for o in outcomes),
-        "erasure_run_seconds": round(elapsed, 2),
-        "requests_per_second": round(size["requests"] / elapsed, 1),
-        "run_cpu_seconds": round(user + system, 2),
-        "peak_rss_mb": round(peak_kb / 1024, 1),
-        "load_average_at_start": round(load, 2),
+        "erasure_run_seconds": round(child.seconds, 2),
+        "requests_per_second": round(size["requests"] / child.seconds, 1),
+        "run_cpu_seconds": round(child.cpu_seconds, 2),
+        "peak_rss_mb": round(child.peak_rss_mb, 1),
+        "load_average_at_start": round(child.load, 2),
         "prepare_seconds": round(prepared, 1),
     }
     figures.update(_phases(url))
