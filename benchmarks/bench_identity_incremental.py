@@ -49,11 +49,14 @@ def run(scale: str) -> dict[str, Any]:
         assert held_back is not None
         with db.session() as session:
             contacts = session.connection().exec_driver_sql("SELECT count(*) FROM contact").scalar()
+        load = os.getloadavg()[0]
+        cpu_started = time.process_time()
         started = time.perf_counter()
         result = import_leads(
             db, LeadImportOptions(paths=[held_back], source="web_form", id_column="Submission ID")
         )
         seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started
         db.dispose()
     counts = result.counts
     return {
@@ -61,6 +64,8 @@ def run(scale: str) -> dict[str, Any]:
         "existing_contacts": contacts,
         "new_rows": counts["rows_read"],
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu_seconds, 2),  # this process's, all threads
+        "load_average_1m": round(load, 2),
         "merged_into_existing": counts["merged_into_existing"],
         "new_contacts": counts["new_contacts"],
     }

@@ -40,7 +40,8 @@ from crmctl.importers.reader import (
     resolve_columns,
 )
 
-PROBE_CHUNK = 20_000
+# values per probe statement (one bound array each)
+PROBE_CHUNK = {"sqlite": 20_000, "postgresql": 20_000}
 # fields of an existing contact that a merged record may fill when they are empty
 FILL_FIELDS = (
     "first_name", "last_name", "full_name", "email", "phone", "title", "company", "country",
@@ -283,14 +284,14 @@ def _select_in(
 ) -> pl.DataFrame:
     """Run ``sql`` (``:name`` parameters and a ``{cond}`` placeholder) for chunks of ``values``.
 
-    Index probes with thousands of values, each chunk bound as one parameter: ``= ANY(array)`` on
-    PostgreSQL, ``IN (SELECT value FROM json_each(…))`` on SQLite (a JSON array: one bind instead of
-    one per value, and the probes stay index seeks)."""
+    Index probes with thousands of values, each chunk bound as one parameter: an array unnested
+    into a LATERAL seek per value on PostgreSQL, ``IN (SELECT value FROM json_each(…))`` on
+    SQLite (a JSON array: one bind instead of one per value, and the probes stay index seeks)."""
     conn = session.connection()
     postgres = dialect_of(session) == "postgresql"
     if postgres:
         sql = re.sub(r":(\w+)", r"%(\1)s", sql)
-        cond = f"{column} = ANY(%(v)s)"
+        cond = f"{column} = u.probe"
     else:
         cond = f"{column} IN (SELECT value FROM json_each(:v))"
     # without statistics SQLite would walk the tenant's whole unique index instead of this one
@@ -301,9 +302,18 @@ def _select_in(
     # one for `tenant_id = ?` when the ids come from a subquery)
     by_id = "contact" if postgres else "contact NOT INDEXED"
     statement = sql.format(cond=cond, by_contact=by_contact, by_id=by_id)
+    if postgres:
+        # one index seek per value, whatever the statistics: a fresh database filled by this
+        # import has none, and the planner then reads `tenant_id = ? AND id = ANY(…)` as a scan
+        # of the tenant's rows per chunk
+        array = "bigint[]" if values and isinstance(values[0], int) else "text[]"
+        statement = (
+            f"SELECT x.* FROM unnest(%(v)s::{array}) AS u(probe) CROSS JOIN LATERAL ({statement}) AS x"
+        )
     parts = []
-    for start in range(0, len(values), PROBE_CHUNK):
-        chunk = values[start : start + PROBE_CHUNK]
+    size = PROBE_CHUNK["postgresql" if postgres else "sqlite"]
+    for start in range(0, len(values), size):
+        chunk = values[start : start + size]
         bound = list(chunk) if postgres else json.dumps(chunk)
         rows = conn.exec_driver_sql(statement, {**params, "v": bound}).fetchall()
         if rows:
