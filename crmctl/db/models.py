@@ -19,11 +19,15 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Index, Integer, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+# Ids of the high-volume logs: 64-bit on PostgreSQL (a nightly health run alone writes over a
+# million signal rows); SQLite's INTEGER PRIMARY KEY is already 64-bit and must stay INTEGER to
+# remain the rowid.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:
@@ -359,7 +363,7 @@ class StageChange(TenantTable, table=True):
         Index("ix_stage_change_tenant_at", "tenant_id", "changed_at"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     deal_id: int = Field(foreign_key="deal.id")
     changed_at: datetime
     from_stage_id: int | None = Field(default=None, foreign_key="stage.id")
@@ -408,7 +412,7 @@ class Interaction(TenantTable, table=True):
         Index("ix_interaction_tenant_account_at", "tenant_id", "account_id", "occurred_at", "kind", "score"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     contact_id: int | None = Field(default=None, foreign_key="contact.id")
     account_id: int | None = Field(default=None, foreign_key="account.id")
     kind: str = Field(max_length=32)
@@ -446,7 +450,7 @@ class ProductUsage(TenantTable, table=True):
         Index("ix_product_usage_tenant_contact", "tenant_id", "contact_id"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     account_id: int = Field(foreign_key="account.id")
     contact_id: int | None = Field(default=None, foreign_key="contact.id")
     occurred_at: datetime
@@ -570,7 +574,7 @@ class HealthSignal(TenantTable, table=True):
         Index("ix_health_signal_tenant_contact", "tenant_id", "contact_id"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     snapshot_id: int = Field(foreign_key="health_snapshot.id")
     # The snapshot's account, copied for reading by account. No foreign key of its own: the
     # snapshot's already holds (scoring writes both in one transaction), and a second per-row check

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 22:22:58.261079
+Create Date: 2026-11-22 23:00:48.873035
 """
 
 from collections.abc import Sequence
@@ -385,7 +385,7 @@ def upgrade() -> None:
     op.create_table(
         "health_signal",
         sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("snapshot_id", sa.Integer(), nullable=False),
         sa.Column("account_id", sa.Integer(), nullable=False),
         sa.Column("contact_id", sa.Integer(), nullable=True),
@@ -411,7 +411,7 @@ def upgrade() -> None:
     op.create_table(
         "interaction",
         sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("contact_id", sa.Integer(), nullable=True),
         sa.Column("account_id", sa.Integer(), nullable=True),
         sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
@@ -510,7 +510,7 @@ def upgrade() -> None:
     op.create_table(
         "product_usage",
         sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("account_id", sa.Integer(), nullable=False),
         sa.Column("contact_id", sa.Integer(), nullable=True),
         sa.Column("occurred_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
@@ -724,7 +724,7 @@ def upgrade() -> None:
     op.create_table(
         "stage_change",
         sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("deal_id", sa.Integer(), nullable=False),
         sa.Column("changed_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.Column("from_stage_id", sa.Integer(), nullable=True),
