@@ -32,7 +32,7 @@ import polars as pl
 from sqlmodel import Session
 
 from crmctl.db.bulk import allocate_ids, insert_frame
-from crmctl.db.engine import Database, tenant_of
+from crmctl.db.engine import Database, dialect_of, tenant_of
 from crmctl.db.models import ImportRun, utcnow
 from crmctl.erasure.sql import frame as sql_frame
 from crmctl.erasure.suppression import find_suppressed
@@ -77,8 +77,13 @@ TABLES = {
 }
 # From this file size on, a SQLite import builds the target table's non-unique indexes once at the
 # end (a sorted build) instead of row by row; see graph_sql.deferred_indexes. The importers' own
-# lookups into the target table use its unique indexes only, which stay.
+# lookups into the target table use its unique indexes, which stay, and the indexes below.
 BULK_LOAD_BYTES = 8 * 1024 * 1024
+# Indexes a bulk load keeps: the stage-history projection reads each batch's deals' latest rows
+# (history.latest_rows, by deal); without this index every batch walked the whole table, a cost
+# that grew with the table. History files list a deal's rows together, so its entries go in near
+# the end of the index, cheap to maintain as rows arrive.
+BULK_LOAD_KEEP = {"stage_change": ("ix_stage_change_tenant_deal_at",)}
 # A low guess at a CSV row's size: a rebuild re-sorts the whole table, so a bulk load is only chosen
 # when the file adds at least half as many rows as the table already holds.
 BULK_LOAD_BYTES_PER_ROW = 100
@@ -181,7 +186,10 @@ def import_file(db: Database, kind: str, path: Path, options: ImportOptions) -> 
     status = "failed"
     bulk = _bulk_load(db, TABLES[kind], path, options)
     try:
-        with RejectWriter(options.rejects_path) as writer, deferred_indexes(db, TABLES[kind], enabled=bulk):
+        with (
+            RejectWriter(options.rejects_path) as writer,
+            deferred_indexes(db, TABLES[kind], enabled=bulk, keep=BULK_LOAD_KEEP.get(TABLES[kind], ())),
+        ):
             if options.dry_run:
                 # One transaction, rolled back: later batches see what earlier ones would have written.
                 with db.session(write=True) as session:
@@ -533,8 +541,12 @@ class _Run:
         counts = self.result.table(table)
         unique = rows.unique(subset=["idempotency_key"], keep="first", maintain_order=True)
         fresh = unique
-        if _any_key_in_range(session, table, unique["idempotency_key"]):
-            stored = lookup(session, table, "idempotency_key", unique["idempotency_key"], select=("id",))
+        span = _stored_key_span(session, table, unique["idempotency_key"])
+        if span is not None:
+            keys = unique["idempotency_key"]
+            stored = lookup(
+                session, table, "idempotency_key", keys.filter(keys.is_between(*span)), select=("id",)
+            )
             fresh = unique.join(
                 stored.select(pl.col("key").alias("idempotency_key")), on="idempotency_key", how="anti"
             )
@@ -569,18 +581,26 @@ class _Run:
         )
 
 
-def _any_key_in_range(session: Session, table: str, keys: pl.Series) -> bool:
-    """Whether any stored key lies between the batch's smallest and largest: one index range probe.
-    A first import of ordered ids (the common case) then skips the per-key lookup."""
+def _stored_key_span(session: Session, table: str, keys: pl.Series) -> tuple[str, str] | None:
+    """The smallest and largest stored key between the batch's smallest and largest (None: no
+    stored key in that range): two index probes. Only the batch's keys inside that span can be
+    stored already, so a first import of ordered ids (the common case) skips the per-key lookup,
+    and a batch that overlaps the previous one by a few keys (a deal's history split between two
+    batches) looks up only those. SQLite compares text bytewise like polars; PostgreSQL compares
+    in the database's collation, so there the span is the batch's whole range (no narrowing)."""
     low, high = keys.min(), keys.max()
+    bounds = f"FROM {table} WHERE tenant_id = :tenant AND idempotency_key BETWEEN :low AND :high"
     found = sql_frame(
         session,
-        f"SELECT 1 AS hit FROM {table} WHERE tenant_id = :tenant AND idempotency_key BETWEEN :low AND :high "
-        "LIMIT 1",
+        f"SELECT (SELECT MIN(idempotency_key) {bounds}) AS low, "
+        f"(SELECT MAX(idempotency_key) {bounds}) AS high",
         low=low,
         high=high,
     )
-    return found.height > 0
+    first, last = found.row(0)
+    if first is None:
+        return None
+    return (str(first), str(last)) if dialect_of(session) == "sqlite" else (str(low), str(high))
 
 
 def _counted(found: pl.DataFrame) -> pl.DataFrame:

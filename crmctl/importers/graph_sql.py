@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from crmctl.db import models
 from crmctl.db.bulk import insert_frame
-from crmctl.db.engine import Database, dialect_of
+from crmctl.db.engine import Database, dialect_of, tenant_of
 from crmctl.erasure.sql import execute, frame, in_list, list_param
 
 LOOKUP_CHUNK = 50_000
@@ -43,10 +43,24 @@ def lookup(
         f"SELECT {column} AS key, {columns} FROM {table} "
         f"WHERE tenant_id = :tenant{extra} AND {in_list(session, column, 'keys')}"
     )
+    sqlite = dialect_of(session) == "sqlite"
     for start in range(0, len(distinct), LOOKUP_CHUNK):
         chunk = distinct[start : start + LOOKUP_CHUNK]
-        parts.append(frame(session, sql, out_schema, keys=list_param(session, chunk), **params))
+        if sqlite:
+            parts.append(_sqlite_frame(session, sql, out_schema, keys=list_param(session, chunk), **params))
+        else:
+            parts.append(frame(session, sql, out_schema, keys=list_param(session, chunk), **params))
     return pl.concat(parts)
+
+
+def _sqlite_frame(session: Session, sql: str, schema: dict[str, Any], **params: Any) -> pl.DataFrame:
+    """``frame`` on the session's own SQLite connection (same transaction), without SQLAlchemy's
+    row objects: a lookup returns one row per key, tens of thousands per batch, and building a
+    ``Row`` for each cost about as much as the index probes. sqlite3 binds ``:name`` itself."""
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    rows = raw.execute(sql, {"tenant": tenant_of(session), **params}).fetchall()
+    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
 def update_from_frame(
@@ -92,14 +106,17 @@ def update_from_frame(
 
 
 @contextmanager
-def deferred_indexes(db: Database, table: str, *, enabled: bool) -> Iterator[None]:
+def deferred_indexes(db: Database, table: str, *, enabled: bool, keep: Sequence[str] = ()) -> Iterator[None]:
     """A SQLite bulk load: drop ``table``'s non-unique indexes for the duration and build them once
     at the end (a sorted build, several times cheaper than maintaining them row by row).
 
-    Unique indexes stay (idempotency keys rely on them). The indexes are rebuilt when the block
+    Unique indexes stay (idempotency keys rely on them), and so do the indexes named in ``keep``
+    (ones the import itself reads through while it loads). The indexes are rebuilt when the block
     ends however it ends, and at the start of every import (``enabled`` or not), so a killed bulk
     load leaves them missing only until the next import of that table."""
-    indexes = [ix for ix in models.SQLModel.metadata.tables[table].indexes if not ix.unique]
+    indexes = [
+        ix for ix in models.SQLModel.metadata.tables[table].indexes if not ix.unique and ix.name not in keep
+    ]
     writer = db.engine.execution_options(crmctl_write=True)
     if not db.is_postgresql:
         with writer.begin() as conn:
