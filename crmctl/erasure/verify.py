@@ -256,7 +256,9 @@ def _stripped(text: pl.Series) -> pl.Series:
     """Lower-cased, without the characters a phone number may be written with between its digits.
     Removing characters keeps a substring a substring: a token's key (an email lower-cased, a
     phone's digits) is in the stripped text once stripped itself."""
-    return text.str.to_lowercase().str.replace_all(PHONE_SEPARATORS, "")
+    # PHONE_PATTERN's \d also takes non-ASCII digits, which a token's key (its ASCII digits) drops:
+    # drop them here too, or a phone written with one inside would escape the pre-search.
+    return text.str.to_lowercase().str.replace_all(rf"{PHONE_SEPARATORS}|[\d&&[^0-9]]", "")
 
 
 def candidates(pieces: pl.Series, lookup: Lookup) -> pl.Series:

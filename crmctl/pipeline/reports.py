@@ -644,7 +644,7 @@ def funnel_report(ctx: _Context) -> Report:
     if ctx.options.by == "month":
         group = f"COALESCE({ctx.sql.month('st.first_at')}, '{NONE_LABEL}')"
     elif ctx.options.by == "pipeline":
-        group = f"'{pipeline.name}'"
+        group = None  # one pipeline: one group, labelled below (never a name spliced into SQL)
     period_start, period_end = ctx.period()
     params = ctx.params(
         c_from=ctx.sql.ts(datetime.combine(period_start, datetime.min.time(), tzinfo=UTC)),
@@ -689,6 +689,8 @@ def funnel_report(ctx: _Context) -> Report:
     )
     frame = ctx.read(query, params)
     frame = frame.filter(pl.col("cohort") > 0) if frame.height else frame
+    if ctx.options.by == "pipeline":
+        frame = frame.with_columns(grp=pl.lit(pipeline.name, pl.String))
     if ctx.options.by in {"owner", "source", "segment"} and frame.height:
         frame = frame.with_columns(pl.col("grp").cast(pl.String).fill_null(NONE_LABEL))
     rows: list[dict[str, Any]] = []

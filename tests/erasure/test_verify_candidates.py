@@ -87,3 +87,24 @@ def _whole_email(shown: str) -> bool:
     import re
 
     return re.fullmatch(EMAIL_PATTERN, shown) is not None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.from_regex(r"[0-9]{10}", fullmatch=True),
+    st.integers(1, 9),
+    st.sampled_from(["\u0660", "\u0663", "\u09e6"]),
+)
+def test_a_non_ascii_digit_inside_a_phone_does_not_hide_it_from_the_pre_search(
+    digits: str, at: int, odd_digit: str
+) -> None:
+    # The phone pattern takes any Unicode digit inside a token and the token's key keeps only its
+    # ASCII digits, so the stripped text must drop the others too (found in review).
+    text = f"call +44 {digits[:at]} {odd_digit} {digits[at:]} now"
+    lookup = _lookup([], [f"+44{digits}"])
+    pieces = pl.Series("piece", [text], dtype=pl.String)
+    chunk = pl.DataFrame(
+        {"text_value": pieces, "key_value": None}, schema={"text_value": pl.String, "key_value": pl.String}
+    )
+    if _hits(chunk.with_row_index("row"), KEY, lookup).height:
+        assert candidates(pieces, lookup).to_list() == [True]
