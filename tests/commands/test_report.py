@@ -282,3 +282,16 @@ def test_history_written_by_another_tool_is_projected_before_reporting(loaded: C
     assert rows["TOTAL"]["deals"] == 3
     with db.session() as session:
         assert session.execute(text(pending)).scalar_one() == 0
+
+
+def test_a_pipeline_name_is_data_not_sql(
+    cli: Cli, db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "x' || (SELECT group_concat(tenant_id) FROM deal) || 'O''Brien"
+    toml_name = name.replace("\\", "\\\\").replace('"', '\\"')
+    monkeypatch.setattr(
+        fixtures, "PIPELINE_TOML", fixtures.PIPELINE_TOML.replace('"sales"', f'"{toml_name}"')
+    )
+    fixtures.load(cli, db, tmp_path)
+    out = report(cli, "funnel", "--by", "pipeline", "--from", "2025-01-01", "--to", "2025-12-31")
+    assert {r["group"] for r in out["rows"]} == {name, "ALL"}
