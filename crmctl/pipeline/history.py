@@ -42,12 +42,14 @@ def refresh(session: Session, deal_ids: Iterable[int] | None = None) -> int:
     Returns the number of history rows whose projection changed."""
     is_pg = dialect_of(session) == "postgresql"
     params: dict[str, Any] = {"t": tenant_of(session)}
-    scope = ""
+    scope = deal_scope = ""
     if deal_ids is not None:
         ids = sorted({int(i) for i in deal_ids})
         if not ids:
             return 0
+        lock_deals(session, ids)
         scope, params["ids"] = _deal_scope(session, ids)
+        deal_scope, _ = _deal_scope(session, ids, "deal.id")
     differs = "IS DISTINCT FROM" if is_pg else "IS NOT"
     changed = session.execute(
         text(
@@ -64,7 +66,6 @@ def refresh(session: Session, deal_ids: Iterable[int] | None = None) -> int:
         ),
         params,
     ).rowcount
-    deal_scope = scope.replace("deal_id", "deal.id")
     session.execute(
         text(
             "UPDATE deal SET entered_stage_at = s.entered_stage_at, "
@@ -100,15 +101,31 @@ def ensure_fresh(db: Database) -> int:
         return refresh_pending(session)
 
 
-def _deal_scope(session: Session, ids: list[int]) -> tuple[str, Any]:
-    """(`` AND deal_id IN ...``, its parameter): one parameter however many deals."""
+def _deal_scope(session: Session, ids: list[int], column: str = "deal_id") -> tuple[str, Any]:
+    """(`` AND <column> IN ...``, its parameter :ids): one parameter however many deals."""
     if dialect_of(session) == "postgresql":
-        return " AND deal_id = ANY(CAST(:ids AS bigint[]))", ids
-    return " AND deal_id IN (SELECT value FROM json_each(:ids))", json.dumps(ids)
+        return f" AND {column} = ANY(CAST(:ids AS bigint[]))", ids
+    return f" AND {column} IN (SELECT value FROM json_each(:ids))", json.dumps(ids)
+
+
+def lock_deals(session: Session, deal_ids: list[int]) -> None:
+    """PostgreSQL: hold these deals until commit, so two writers of one deal's history cannot
+    both project from the same latest row (READ COMMITTED would let the second overwrite the
+    first). SQLite needs nothing: a write transaction already holds the database's write lock."""
+    if dialect_of(session) != "postgresql" or not deal_ids:
+        return
+    scope, ids = _deal_scope(session, sorted(deal_ids), "id")
+    session.execute(  # in id order: two writers lock in the same order, so they never deadlock
+        text(f"SELECT id FROM deal WHERE tenant_id = :t{scope} ORDER BY id FOR UPDATE"),
+        {"t": tenant_of(session), "ids": ids},
+    )
 
 
 def latest_rows(session: Session, deal_ids: list[int]) -> pl.DataFrame:
-    """The stored rows of these deals that nothing supersedes (one per deal once projected)."""
+    """The stored rows of these deals that nothing supersedes (one per deal once projected).
+
+    Locks the deals first (:func:`lock_deals`): the caller projects new rows from these."""
+    lock_deals(session, deal_ids)
     scope, ids = _deal_scope(session, deal_ids)
     frame = read_frame(
         session,

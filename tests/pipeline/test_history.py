@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from crmctl.db import bulk
 from crmctl.db.engine import Database
@@ -73,7 +75,11 @@ def _random_history(rng: random.Random, stage: dict[str, int]) -> list[dict[str,
         for step in range(rng.randint(1, 6)):
             to = rng.choice(STAGES)
             # Ties on purpose: several changes of one deal in the same microsecond.
-            at = EPOCH + timedelta(days=rng.choice([0, 1, 1, 2, 3, 5, 8]) + step // 3)
+            # Sub-second steps too: the projections must keep microseconds exactly.
+            at = EPOCH + timedelta(
+                days=rng.choice([0, 1, 1, 2, 3, 5, 8]) + step // 3,
+                microseconds=rng.choice([0, 0, 7, 999_999]),
+            )
             rows.append(
                 {
                     "tenant_id": "default",
@@ -99,7 +105,7 @@ def _stored(db: Database) -> pl.DataFrame:
             "entered_pipeline_at FROM stage_change WHERE tenant_id = 'default'",
         )
     return frame.with_columns(
-        pl.col(c).cast(pl.String).str.slice(0, 19)
+        pl.col(c).cast(pl.String)
         for c in ("changed_at", "valid_until", "entered_stage_at", "entered_pipeline_at")
     )
 
@@ -269,3 +275,18 @@ def test_stage_change_imports_in_and_out_of_order_keep_projections_exact(
         want = _expected(stored)
         got = stored.select("id", "valid_until", "entered_stage_at", "entered_pipeline_at").sort("id")
         assert got.rows() == want.select(got.columns).sort("id").rows(), f"after the {name} file"
+
+
+def test_projecting_a_deal_holds_it_against_a_second_writer(db: Database) -> None:
+    if not db.is_postgresql:
+        pytest.skip("SQLite: a write transaction already holds the database's write lock")
+    stage = _setup(db)
+    with db.session(write=True) as session:
+        bulk.insert_rows(session, "stage_change", _random_history(random.Random(2), stage))
+        history.refresh(session)
+    with db.session(write=True) as first:
+        history.latest_rows(first, [2])  # as the stage-changes import does before projecting
+        with db.session(write=True) as second, pytest.raises(OperationalError):
+            second.execute(text("SELECT id FROM deal WHERE id = 2 FOR UPDATE NOWAIT"))
+        with db.session(write=True) as other:  # another deal stays free
+            other.execute(text("SELECT id FROM deal WHERE id = 3 FOR UPDATE NOWAIT"))
