@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
 from crmctl.db.engine import Database
+from crmctl.importers.graph_fields import DATETIME, parse_column
 from tests.conftest import Cli
 
 
@@ -484,3 +487,22 @@ def test_references_repeated_across_batches_resolve_like_in_one_batch(
         "SELECT c.external_id, count(*) FROM interaction i JOIN contact c ON c.id = i.contact_id GROUP BY 1",
     )
     assert sorted(people) == [("C1", 2), ("C2", 1)]
+
+
+def test_timestamps_with_z_offset_or_no_zone_parse_to_the_same_utc_instants() -> None:
+    raw = pl.Series(
+        "at",
+        [
+            "2025-05-28T16:12:32Z",
+            "2025-05-28T16:12:32z",
+            "2025-05-28T18:12:32+02:00",
+            "2025-05-28T18:12:32+02",
+            "2025-05-28T16:12:32.000Z",
+            "2025-05-28 16:12:32",
+            "2025-05-28T16:12:32Zx",
+            None,
+        ],
+    )
+    parsed = parse_column(raw, DATETIME).to_list()
+    at = datetime(2025, 5, 28, 16, 12, 32, tzinfo=UTC)
+    assert parsed == [at, at, at, at, at, at, None, None]
