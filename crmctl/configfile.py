@@ -16,6 +16,24 @@ import yaml
 from crmctl.errors import ConfigError, InputError
 
 YAML_SUFFIXES = {".yaml", ".yml"}
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping (TOML refuses it too; PyYAML
+    would keep the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key '{key}' is written twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 KeyLines = dict[tuple[str, ...], int]
 
 
@@ -42,7 +60,7 @@ def looks_like_yaml(body: str) -> bool:
         return False
     except tomllib.TOMLDecodeError:
         try:
-            return isinstance(yaml.safe_load(body), dict)
+            return isinstance(yaml.load(body, Loader=_StrictLoader), dict)
         except yaml.YAMLError:
             return False
 
@@ -51,7 +69,7 @@ def parse(body: str, *, yaml_syntax: bool, what: str, source: str, hint: str | N
     """TOML or YAML text -> a dict; a syntax error is one sentence with its line."""
     if yaml_syntax:
         try:
-            data = yaml.safe_load(body)
+            data = yaml.load(body, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             where = f" on line {mark.line + 1}" if mark is not None else ""

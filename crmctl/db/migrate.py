@@ -6,7 +6,7 @@ The library is the API: ``crmctl db upgrade`` calls :func:`upgrade`, which calls
 
 from __future__ import annotations
 
-import re
+import ast
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,8 +23,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Alembic is imported only by the commands that migrate: every other command checks the revision
-# with one query and a look at the revision files' headers (a quarter second less per start).
-_REVISION = re.compile(r'^(down_revision|revision)\b[^=]*=\s*(?:"([^"]*)"|None)', re.MULTILINE)
+# with one query and a look at the revision files' assignments (a quarter second less per start).
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -36,16 +35,37 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
+def _revision_ids(path: Path) -> tuple[str, tuple[str, ...]]:
+    """(revision, its down revisions) from a revision file's top-level assignments, unexecuted."""
+    found: dict[str, object] = {}
+    try:
+        body = ast.parse(path.read_text(encoding="utf-8")).body
+    except SyntaxError as exc:
+        raise DatabaseError(f"The migration file {path.name} is not valid Python.") from exc
+    for node in body:
+        target = node.target if isinstance(node, ast.AnnAssign) else None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        if isinstance(target, ast.Name) and target.id in {"revision", "down_revision"} and node.value:
+            found[target.id] = ast.literal_eval(node.value)
+    revision, down = found.get("revision"), found.get("down_revision")
+    if not isinstance(revision, str):
+        raise DatabaseError(f"The migration file {path.name} names no revision.")
+    downs = (down,) if isinstance(down, str) else tuple(down or ())
+    return revision, downs
+
+
 def head_revision() -> str:
-    """The newest revision: the one no other revision names as its ``down_revision``."""
+    """The newest revision: the one no other revision names as a ``down_revision``."""
     revisions, parents = set(), set()
     for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
-        found = dict((key, value) for key, value in _REVISION.findall(path.read_text()))
-        revisions.add(found["revision"])
-        if found.get("down_revision"):
-            parents.add(found["down_revision"])
-    (head,) = revisions - parents  # the migrations form one line
-    return head
+        revision, downs = _revision_ids(path)
+        revisions.add(revision)
+        parents.update(downs)
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise DatabaseError(f"The migrations have {len(heads)} heads; they must form one line.")
+    return heads.pop()
 
 
 def current_revision(conn: Connection) -> str | None:

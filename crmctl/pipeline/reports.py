@@ -58,7 +58,9 @@ class Report:
 
 STATE_RULE = (
     "Deal state is live, or with --as-of the values of each deal's last stage-history row at or "
-    "before the end of that day (UTC). Amounts are converted to the report currency at the latest "
+    "before the end of that day (UTC). A deal counts in the pipeline of its stage: live the deal's "
+    "current one, as of a date the one its history held then. Amounts are converted to the report "
+    "currency at the latest "
     "rate on or before the deal's close date, or the as-of date when the close date is later or unknown."
 )
 DEFINITIONS: dict[str, dict[str, str]] = {

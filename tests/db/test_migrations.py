@@ -1,9 +1,13 @@
+from pathlib import Path
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
 from crmctl.db import migrate
 from crmctl.db.engine import make_engine
+from crmctl.errors import DatabaseError
 
 
 def test_models_and_migrations_agree(database_url: str) -> None:
@@ -67,3 +71,17 @@ def test_head_revision_read_from_the_files_agrees_with_alembic() -> None:
     from alembic.script import ScriptDirectory
 
     assert migrate.head_revision() == ScriptDirectory.from_config(migrate.alembic_config()).get_current_head()
+
+
+def test_revision_files_are_read_however_they_quote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Alembic's template writes repr() (single quotes); a merge revision has a tuple of parents.
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (versions / "0001_a.py").write_text('revision: str = "0001"\ndown_revision: str | None = None\n')
+    (versions / "0002_b.py").write_text("revision = '0002'\ndown_revision = '0001'\n")
+    (versions / "0003_c.py").write_text("revision = '0003'\ndown_revision = '0001'\n")
+    monkeypatch.setattr(migrate, "MIGRATIONS_DIR", tmp_path)
+    with pytest.raises(DatabaseError, match="2 heads"):
+        migrate.head_revision()
+    (versions / "0004_merge.py").write_text("revision = '0004'\ndown_revision = ('0002', '0003')\n")
+    assert migrate.head_revision() == "0004"

@@ -157,3 +157,10 @@ def test_yaml_mistakes_name_their_line() -> None:
     with pytest.raises(ConfigError) as info:
         parse_model("name: [t\n", source="m.yaml", yaml_syntax=True)
     assert "is not valid YAML on line 2" in str(info.value)
+
+
+def test_a_yaml_key_written_twice_is_refused_with_its_line() -> None:
+    body = VALID_YAML.replace("  nps:\n    weight: 5", "  nps:\n    weight: 5\n    weight: 6")
+    with pytest.raises(ConfigError) as info:
+        parse_model(body, source="m.yaml", yaml_syntax=True)
+    assert "line 12: the key 'weight' is written twice" in str(info.value)
