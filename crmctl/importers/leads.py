@@ -665,15 +665,7 @@ def _update_existing(session: Session, values: pl.DataFrame, landing: pl.DataFra
     rows = values.join(landing.select("winner"), on="winner")
     if rows.height == 0:
         return
-    fill = ["first_name", "last_name", "full_name", "email", "phone", "title", "company", "country"]
-    fill += [
-        "first_name_norm",
-        "last_name_norm",
-        "email_norm",
-        "phone_e164",
-        "company_norm",
-        "company_domain",
-    ]
+    fill = FILL_FIELDS
     tenant = tenant_of(session)
     # one bulk insert into a temporary table and one UPDATE … FROM, not one statement per contact
     conn = session.connection()
@@ -708,6 +700,10 @@ def _update_existing(session: Session, values: pl.DataFrame, landing: pl.DataFra
         ),
         {"now": now, "t": tenant},
     )
+    if dialect_of(session) != "postgresql":
+        # The temporary table outlives the transaction on a pooled SQLite connection: leave no
+        # personal data in it (PostgreSQL drops it on commit).
+        conn.exec_driver_sql("DELETE FROM temp.lead_fill")
 
 
 def _candidate_values(recs: pl.DataFrame) -> pl.DataFrame:
