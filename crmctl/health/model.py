@@ -197,12 +197,7 @@ def load_model(path: Path | None = None) -> HealthModel:
     """Read and validate a model file (the packaged default when ``path`` is None)."""
     if path is None:
         return parse_model(default_model_text(), source="the default model")
-    try:
-        body = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"Cannot read the health model {path}: {exc.strerror}.") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"The health model {path} is not UTF-8 text.") from exc
+    body = configfile.read(path, "health model")
     return parse_model(body, source=str(path), yaml_syntax=configfile.is_yaml(path))
 
 

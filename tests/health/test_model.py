@@ -164,3 +164,14 @@ def test_a_yaml_key_written_twice_is_refused_with_its_line() -> None:
     with pytest.raises(ConfigError) as info:
         parse_model(body, source="m.yaml", yaml_syntax=True)
     assert "line 12: the key 'weight' is written twice" in str(info.value)
+
+
+def test_a_missing_or_non_utf8_model_file_is_one_sentence(tmp_path) -> None:
+    from crmctl.errors import CrmctlError
+
+    with pytest.raises(CrmctlError, match="The health model .* does not exist"):
+        load_model(tmp_path / "nope.toml")
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('name = "caf\xe9"'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_model(latin)
