@@ -72,3 +72,25 @@ def test_insert_frame_cannot_write_another_tenant_on_postgresql(db: Database, ba
     )
     with pytest.raises((DBAPIError, errors.InsufficientPrivilege)), db.session(write=True) as session:
         insert_frame(session, "account", frame)
+
+
+def test_insert_frame_keeps_row_order_across_multi_row_statements(db: Database) -> None:
+    # 1,003 rows: 25 statements of 40 rows on SQLite and 3 single rows; ids follow the frame's order
+    # (the stage-history projections rely on it), every value lands in its own row.
+    when = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    names = [f"account {i:04d}" for i in range(1003)]
+    frame = pl.DataFrame(
+        {
+            "tenant_id": ["default"] * 1003,
+            "name": list(reversed(names)),
+            "employees": [i if i % 3 else None for i in range(1003)],
+            "created_at": [when] * 1003,
+            "updated_at": [when] * 1003,
+        }
+    )
+    with db.session(write=True) as session:
+        assert insert_frame(session, "account", frame) == 1003
+    with db.session() as session:
+        stored = read_frame(session, "SELECT name, employees FROM account ORDER BY id")
+    assert stored["name"].to_list() == list(reversed(names))
+    assert stored["employees"].to_list() == frame["employees"].to_list()
