@@ -12,6 +12,7 @@ import polars as pl
 
 from crmctl.db.bulk import insert_frame
 from crmctl.db.engine import Database
+from crmctl.db.sql import frame as sql_frame
 from crmctl.demo.graph import (
     DEMO_SOURCE,
     IMPORT_ORDER,
@@ -20,7 +21,6 @@ from crmctl.demo.graph import (
     exchange_rates,
     write_graph_files,
 )
-from crmctl.erasure.sql import frame as sql_frame
 from crmctl.importers.graph import TABLES, ImportOptions, ImportResult, import_file
 
 

@@ -16,11 +16,12 @@ from typing import Any
 
 import polars as pl
 
+from crmctl.db.bulk import insert_frame
 from crmctl.db.engine import Database
 from crmctl.db.models import utcnow
+from crmctl.db.sql import execute
 from crmctl.erasure.keys import require_key
 from crmctl.erasure.run import ErasureOptions, RunResult, run_erasures
-from crmctl.erasure.sql import execute, insert
 from crmctl.errors import InputError
 
 
@@ -100,7 +101,7 @@ def replay_erasures(
             },
             schema_overrides={"contact_id": pl.Int64},
         )
-        insert(session, "erasure_request", rows)
+        insert_frame(session, "erasure_request", rows)
         ids = [
             r[0]
             for r in execute(

@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlmodel import Session
 
+from crmctl.db.sql import execute
 from crmctl.erasure.run import STEP_NAMES
-from crmctl.erasure.sql import execute
 from crmctl.errors import NotFoundError
 
 SUMMARY_COLUMNS = (

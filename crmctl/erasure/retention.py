@@ -19,11 +19,12 @@ from typing import Any
 
 import polars as pl
 
+from crmctl.db.bulk import insert_frame
 from crmctl.db.engine import Database
 from crmctl.db.models import utcnow
+from crmctl.db.sql import frame
 from crmctl.erasure.keys import require_key
 from crmctl.erasure.run import delete_identifiers, pseudonymise_contacts
-from crmctl.erasure.sql import frame, insert
 from crmctl.erasure.subjects import identity_hashes
 
 LEGITIMATE_INTEREST = re.compile(r"^li-(\d{1,3})m$")
@@ -97,7 +98,7 @@ def apply_retention(
         pseudonymise_contacts(session, key_bytes, pseudonymise)
         delete_identifiers(session, pseudonymise)
         if requests:
-            insert(
+            insert_frame(
                 session,
                 "erasure_request",
                 pl.DataFrame(

@@ -22,10 +22,11 @@ import polars as pl
 from sqlalchemy import text
 from sqlmodel import Session
 
+from crmctl.db.bulk import insert_frame
 from crmctl.db.engine import Database, tenant_of
 from crmctl.db.models import utcnow
+from crmctl.db.sql import chunks, execute, frame, in_list, list_param, tenant_unindexed
 from crmctl.erasure.keys import keyed_hash, pseudonym, require_key
-from crmctl.erasure.sql import chunks, execute, frame, in_list, insert, list_param, tenant_unindexed
 from crmctl.erasure.subjects import identifier_values, identity_values, merge_hashes, merge_tree
 from crmctl.erasure.suppression import add_suppressions
 from crmctl.erasure.verify import find_identifiers
@@ -519,7 +520,8 @@ def _record_steps(session: Session, steps: list[dict[str, Any]]) -> None:
                 "outcome": pl.String,
             },
         )
-        insert(session, "erasure_step", rows.with_columns(pl.lit(tenant_of(session)).alias("tenant_id")))
+        tenant = pl.lit(tenant_of(session)).alias("tenant_id")
+        insert_frame(session, "erasure_step", rows.with_columns(tenant))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 import polars as pl
 from sqlmodel import Session
 
+from crmctl.db.sql import execute, frame, in_list, list_param, tenant_unindexed, unindexed
 from crmctl.erasure.identifiers import phone_digit_forms
 from crmctl.erasure.keys import keyed_hash
-from crmctl.erasure.sql import execute, frame, in_list, list_param, tenant_unindexed, unindexed
 from crmctl.identity.normalize import email_keys, phone_keys
 
 MAX_MERGE_DEPTH = 50

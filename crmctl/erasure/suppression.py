@@ -16,10 +16,10 @@ import polars as pl
 from sqlalchemy import text
 from sqlmodel import Session
 
+from crmctl.db.bulk import insert_frame
 from crmctl.db.engine import tenant_of
 from crmctl.db.models import utcnow
 from crmctl.erasure.keys import MissingErasureKey, hash_series, keyed_hash, require_key
-from crmctl.erasure.sql import insert
 
 __all__ = ["MissingErasureKey", "add_suppressions", "find_suppressed", "keyed_hash", "suppression_hashes"]
 
@@ -68,7 +68,7 @@ def add_suppressions(session: Session, entries: pl.DataFrame) -> pl.DataFrame:
         .unique(subset=["kind", "value_hash"], keep="first", maintain_order=True)
         .join(known, on=["kind", "value_hash"], how="anti")
     )
-    insert(
+    insert_frame(
         session,
         "suppression",
         new.with_columns(pl.lit(tenant_of(session)).alias("tenant_id"), pl.lit(utcnow()).alias("created_at")),

@@ -36,9 +36,9 @@ from sqlmodel import Session
 
 from crmctl.db.engine import Database, dialect_of
 from crmctl.db.models import TENANT_TABLES
+from crmctl.db.sql import execute, tenant_unindexed
 from crmctl.erasure.identifiers import REWRITTEN_DOMAINS, email_keys_of_tokens
 from crmctl.erasure.keys import hash_series
-from crmctl.erasure.sql import execute, tenant_unindexed
 
 MACHINE_COLUMNS = frozenset(
     {"idempotency_key", "content_hash", "value_hash", "file_sha256", "version", "model_version"}

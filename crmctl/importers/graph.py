@@ -34,7 +34,7 @@ from sqlmodel import Session
 from crmctl.db.bulk import allocate_ids, insert_frame
 from crmctl.db.engine import Database, dialect_of, tenant_of
 from crmctl.db.models import ImportRun, utcnow
-from crmctl.erasure.sql import frame as sql_frame
+from crmctl.db.sql import frame as sql_frame
 from crmctl.erasure.suppression import find_suppressed
 from crmctl.errors import InputError, RejectRateExceeded
 from crmctl.identity import normalize as nz

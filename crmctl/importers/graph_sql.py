@@ -17,7 +17,7 @@ from sqlmodel import Session
 from crmctl.db import models
 from crmctl.db.bulk import insert_frame
 from crmctl.db.engine import Database, dialect_of, tenant_of
-from crmctl.erasure.sql import execute, frame, in_list, list_param
+from crmctl.db.sql import execute, frame, in_list, list_param
 
 LOOKUP_CHUNK = 50_000
 

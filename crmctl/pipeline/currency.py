@@ -64,14 +64,14 @@ def load_rates_file(path: Path) -> pl.DataFrame:
 def _typed(frame: pl.DataFrame) -> pl.DataFrame:
     if frame.height == 0:
         return pl.DataFrame(schema=RATE_SCHEMA)
-    return frame.with_columns(
-        day=_as_date(pl.col("day"), frame.schema["day"]), rate=pl.col("rate").cast(pl.Float64)
-    )
+    return frame.with_columns(day=as_date(frame, "day"), rate=pl.col("rate").cast(pl.Float64))
 
 
-def _as_date(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    # SQLite hands back dates as ISO text, PostgreSQL as dates.
-    return expr.str.slice(0, 10).str.to_date("%Y-%m-%d") if dtype == pl.String else expr.cast(pl.Date)
+def as_date(frame: pl.DataFrame, column: str) -> pl.Expr:
+    """``column`` of ``frame`` as dates: SQLite hands them back as ISO text, PostgreSQL as dates."""
+    if frame.schema[column] == pl.String:
+        return pl.col(column).str.slice(0, 10).str.to_date("%Y-%m-%d")
+    return pl.col(column).cast(pl.Date)
 
 
 def factors(rates: pl.DataFrame, target: str) -> pl.DataFrame:
@@ -106,7 +106,7 @@ def convert(
     if frame.height == 0:
         return frame.with_columns(pl.lit(0, pl.Int64).alias(new) for new in amounts.values())
     frame = frame.with_columns(
-        _as_date(pl.col(rate_day), frame.schema[rate_day]).alias(rate_day),
+        as_date(frame, rate_day).alias(rate_day),
         pl.col(currency).fill_null(target),
     )
     foreign = frame.filter(pl.col(currency) != target).with_row_index("_row")

@@ -13,16 +13,16 @@ T is then the rows with ``changed_at <= T`` and ``valid_until`` NULL or after T:
 GROUP BY over five million rows. A *stage move* is a row whose from_stage_id is empty or differs
 from to_stage_id.
 
-Whatever writes ``stage_change`` leaves the new rows' projections NULL and calls
-:func:`refresh_pending` (or :func:`refresh` for the deals it touched); rows arriving out of order are
-handled because the deal's whole history is recomputed. ``entered_pipeline_at`` is never NULL once
+The stage-changes import projects rows that arrive after their deal's stored history itself
+(:func:`latest_rows` + :func:`project_appended`) and leaves the others NULL for
+:func:`refresh_pending`, which recomputes those deals' whole history; any other writer leaves its
+rows NULL or calls :func:`refresh`. ``entered_pipeline_at`` is never NULL once
 refreshed, so NULL marks pending rows: a killed import leaves them, and :func:`ensure_fresh` (run by
 every report) finishes the job.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,6 +32,7 @@ from sqlmodel import Session
 
 from crmctl.db.bulk import read_frame
 from crmctl.db.engine import Database, dialect_of, tenant_of
+from crmctl.db.sql import in_list, list_param
 
 MOVE = "(from_stage_id IS NULL OR from_stage_id <> to_stage_id)"
 
@@ -48,8 +49,9 @@ def refresh(session: Session, deal_ids: Iterable[int] | None = None) -> int:
         if not ids:
             return 0
         lock_deals(session, ids)
-        scope, params["ids"] = _deal_scope(session, ids)
-        deal_scope, _ = _deal_scope(session, ids, "deal.id")
+        params["ids"] = list_param(session, ids)
+        scope = f" AND {in_list(session, 'deal_id', 'ids')}"
+        deal_scope = f" AND {in_list(session, 'deal.id', 'ids')}"
     differs = "IS DISTINCT FROM" if is_pg else "IS NOT"
     changed = session.execute(
         text(
@@ -79,12 +81,14 @@ def refresh(session: Session, deal_ids: Iterable[int] | None = None) -> int:
     return changed
 
 
-PENDING = "SELECT DISTINCT deal_id FROM stage_change WHERE tenant_id = :t AND entered_pipeline_at IS NULL"
+PENDING = "FROM stage_change WHERE tenant_id = :t AND entered_pipeline_at IS NULL"
 
 
 def refresh_pending(session: Session) -> int:
     """Refresh every deal that has history rows not yet projected."""
-    ids = session.execute(text(PENDING), {"t": tenant_of(session)}).scalars().all()
+    ids = (
+        session.execute(text(f"SELECT DISTINCT deal_id {PENDING}"), {"t": tenant_of(session)}).scalars().all()
+    )
     return refresh(session, ids) if ids else 0
 
 
@@ -92,7 +96,7 @@ def ensure_fresh(db: Database) -> int:
     """Finish pending projections (one index probe when there are none)."""
     with db.session() as session:
         pending = session.execute(
-            text("SELECT 1 FROM stage_change WHERE tenant_id = :t AND entered_pipeline_at IS NULL LIMIT 1"),
+            text(f"SELECT 1 {PENDING} LIMIT 1"),
             {"t": tenant_of(session)},
         ).first()
     if pending is None:
@@ -101,23 +105,18 @@ def ensure_fresh(db: Database) -> int:
         return refresh_pending(session)
 
 
-def _deal_scope(session: Session, ids: list[int], column: str = "deal_id") -> tuple[str, Any]:
-    """(`` AND <column> IN ...``, its parameter :ids): one parameter however many deals."""
-    if dialect_of(session) == "postgresql":
-        return f" AND {column} = ANY(CAST(:ids AS bigint[]))", ids
-    return f" AND {column} IN (SELECT value FROM json_each(:ids))", json.dumps(ids)
-
-
 def lock_deals(session: Session, deal_ids: list[int]) -> None:
     """PostgreSQL: hold these deals until commit, so two writers of one deal's history cannot
     both project from the same latest row (READ COMMITTED would let the second overwrite the
     first). SQLite needs nothing: a write transaction already holds the database's write lock."""
     if dialect_of(session) != "postgresql" or not deal_ids:
         return
-    scope, ids = _deal_scope(session, sorted(deal_ids), "id")
     session.execute(  # in id order: two writers lock in the same order, so they never deadlock
-        text(f"SELECT id FROM deal WHERE tenant_id = :t{scope} ORDER BY id FOR UPDATE"),
-        {"t": tenant_of(session), "ids": ids},
+        text(
+            f"SELECT id FROM deal WHERE tenant_id = :t AND {in_list(session, 'id', 'ids')} "
+            "ORDER BY id FOR UPDATE"
+        ),
+        {"t": tenant_of(session), "ids": list_param(session, sorted(deal_ids))},
     )
 
 
@@ -126,12 +125,11 @@ def latest_rows(session: Session, deal_ids: list[int]) -> pl.DataFrame:
 
     Locks the deals first (:func:`lock_deals`): the caller projects new rows from these."""
     lock_deals(session, deal_ids)
-    scope, ids = _deal_scope(session, deal_ids)
     frame = read_frame(
         session,
         "SELECT id, deal_id, changed_at, entered_stage_at, entered_pipeline_at FROM stage_change "
-        f"WHERE tenant_id = :t{scope} AND valid_until IS NULL",
-        {"t": tenant_of(session), "ids": ids},
+        f"WHERE tenant_id = :t AND {in_list(session, 'deal_id', 'ids')} AND valid_until IS NULL",
+        {"t": tenant_of(session), "ids": list_param(session, deal_ids)},
     )
     return frame.with_columns(
         _utc(frame, c) for c in ("changed_at", "entered_stage_at", "entered_pipeline_at")

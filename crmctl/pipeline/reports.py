@@ -195,7 +195,8 @@ class _Context:
                 )
             )
         if by == "month":
-            return frame.with_columns(grp=as_date(frame, month_of).dt.strftime("%Y-%m").fill_null(NONE_LABEL))
+            month = currency.as_date(frame, month_of).dt.strftime("%Y-%m")
+            return frame.with_columns(grp=month.fill_null(NONE_LABEL))
         return frame.with_columns(pl.col("grp").cast(pl.String).fill_null(NONE_LABEL))
 
     def with_rate_day(
@@ -203,7 +204,7 @@ class _Context:
     ) -> pl.DataFrame:
         """The rate day: ``column`` (a date), or the as-of date when it is later or unknown."""
         cap = self.as_of.date()
-        day = as_date(frame, column)
+        day = currency.as_date(frame, column)
         return frame.with_columns(
             pl.when(day.is_null() | (day > cap)).then(pl.lit(cap)).otherwise(day).alias(name)
         )
@@ -261,15 +262,6 @@ def _context(session: Session, options: ReportOptions, *, single_pipeline: bool 
         as_of,
         live,
     )
-
-
-def as_date(frame: pl.DataFrame, column: str) -> pl.Expr:
-    """A date column as read back: ISO text on SQLite, a date on PostgreSQL."""
-    if frame.schema[column] == pl.String:
-        return pl.col(column).str.slice(0, 10).str.to_date("%Y-%m-%d")
-    if frame.schema[column] == pl.Null:
-        return pl.col(column).cast(pl.Date)
-    return pl.col(column).cast(pl.Date)
 
 
 def _coarse(ctx: _Context, frame: pl.DataFrame, keys: list[str], sums: list[str]) -> pl.DataFrame:
@@ -424,7 +416,7 @@ def forecast_report(ctx: _Context) -> Report:
             .when(stage.is_in(best))
             .then(pl.lit("best_case"))
             .otherwise(pl.lit("pipeline")),
-            month=as_date(frame, "close_date").dt.strftime("%Y-%m"),
+            month=currency.as_date(frame, "close_date").dt.strftime("%Y-%m"),
         )
     frame = _coarse(ctx, frame, ["month", "category"], ["amount"])
     categories = ["won", "commit", "best_case", "pipeline"]

@@ -1,4 +1,4 @@
-"""Small set-based SQL helpers shared by the erasure modules (both backends)."""
+"""Small set-based SQL helpers for both backends: list parameters, tenant-bound reads, index hints."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import polars as pl
 from sqlalchemy import text
 from sqlmodel import Session
 
-from crmctl.db.bulk import insert_frame
+from crmctl.db.bulk import read_frame
 from crmctl.db.engine import dialect_of, tenant_of
 
 
@@ -45,20 +45,12 @@ def execute(session: Session, sql: str, **params: Any) -> Any:
 
 
 def frame(session: Session, sql: str, schema: dict[str, Any] | None = None, **params: Any) -> pl.DataFrame:
-    """Run a read query (tenant bound to :tenant) into a polars frame."""
+    """Run a read query (tenant bound to :tenant) into a polars frame, typed by ``schema`` if given."""
+    if schema is None:
+        return read_frame(session, sql, {"tenant": tenant_of(session), **params})
     result = execute(session, sql, **params)
     columns = list(result.keys())
-    rows = result.fetchall()
-    if schema is None:
-        if not rows:
-            return pl.DataFrame({c: [] for c in columns})
-        return pl.DataFrame(rows, schema=columns, orient="row", infer_schema_length=None)
-    return pl.DataFrame(rows, schema={c: schema[c] for c in columns}, orient="row")
-
-
-def insert(session: Session, table: str, rows: pl.DataFrame) -> int:
-    """Insert a frame inside the session's transaction (JSON columns as JSON text)."""
-    return insert_frame(session, table, rows)
+    return pl.DataFrame(result.fetchall(), schema={c: schema[c] for c in columns}, orient="row")
 
 
 def chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
