@@ -200,10 +200,11 @@ class _Context:
         return frame.with_columns(pl.col("grp").cast(pl.String).fill_null(NONE_LABEL))
 
     def with_rate_day(
-        self, frame: pl.DataFrame, column: str = "close_date", name: str = "rate_day"
+        self, frame: pl.DataFrame, column: str = "close_date", name: str = "rate_day", cap: date | None = None
     ) -> pl.DataFrame:
-        """The rate day: ``column`` (a date), or the as-of date when it is later or unknown."""
-        cap = self.as_of.date()
+        """The rate day: ``column`` (a date), or ``cap`` (default the as-of date) when it is later or
+        unknown."""
+        cap = cap or self.as_of.date()
         day = currency.as_date(frame, column)
         return frame.with_columns(
             pl.when(day.is_null() | (day > cap)).then(pl.lit(cap)).otherwise(day).alias(name)
@@ -747,11 +748,6 @@ def _quarter(day: date) -> tuple[date, date]:
     return start, end
 
 
-def _capped_day(column: str, bound: str) -> str:
-    """The rate day: the close date, or ``bound`` when the close date is later or unknown."""
-    return f"CASE WHEN {column} IS NULL OR {column} > {bound} THEN {bound} ELSE {column} END"
-
-
 def changes_report(ctx: _Context) -> Report:
     opts = ctx.options
     if opts.date_from is None or opts.date_to is None:
@@ -806,53 +802,44 @@ def changes_report(ctx: _Context) -> Report:
         "WHEN COALESCE(s2.amount_cents, 0) < COALESCE(s1.amount_cents, 0) THEN 'decreased' "
         "ELSE 'unchanged' END"
     )
-    day1 = _capped_day("s1.close_date", sql.day_param("d1"))
-    day2 = _capped_day("s2.close_date", sql.day_param("d2"))
     group, join = ctx.group_sql()
-    if ctx.needs_deal:
+    select = ""
+    keys = ["bucket", "cur1", "close1", "cur2", "close2"]
+    if group:  # owner / source / segment: the deal's own columns
         join = "JOIN deal d ON d.tenant_id = :tenant AND d.id = s2.deal_id " + join.replace("st.", "d.")
-        grp = f"COALESCE({group.replace('st.', 'd.')}, '{NONE_LABEL}')" if group else "''"
-    elif ctx.options.by == "month":
-        grp = f"COALESCE({sql.month('s2.close_date')}, '{NONE_LABEL}')"
+        select, keys = f"{group.replace('st.', 'd.')} AS grp, ", ["grp", *keys]
     elif ctx.options.by == "pipeline":
-        grp = (
-            "CASE "
-            + " ".join(f"WHEN s2.stage_id IN ({_ids(p.stages)}) THEN '{int(p.id)}'" for p in ctx.pipelines)
-            + f" ELSE '{NONE_LABEL}' END"
-        )
-    else:
-        grp = "''"
+        keys = ["stage_id", *keys]  # the pipeline of the stage at --to, labelled in polars
     joined = f"FROM s2 LEFT JOIN s1 ON s1.deal_id = s2.deal_id {join} WHERE {in1} OR {in2}"
     with_states = f"WITH tracked AS ({tracked}), s1 AS ({state('t1')}), s2 AS ({state('t2')}) "
     params = {
         "tenant": sql.tenant,
         "t1": sql.ts(start_at),
         "t2": sql.ts(end_at),
-        "d1": sql.day(opts.date_from),
-        "d2": sql.day(opts.date_to),
         "w_from": sql.day(window_from),
         "w_to": sql.day(window_to),
     }
+    # Raw close dates in the database; rate days, month and pipeline labels in polars.
     query = (
-        f"{with_states}SELECT grp, bucket, cur1, day1, cur2, day2, COUNT(*) AS deals, "
+        f"{with_states}SELECT {', '.join(keys)}, COUNT(*) AS deals, "
         "SUM(n1) AS n1, SUM(n2) AS n2, SUM(a1) AS a1, SUM(a2) AS a2 FROM ("
-        f"SELECT {grp} AS grp, {bucket} AS bucket, COALESCE(s1.currency, s2.currency) AS cur1, "
-        f"COALESCE({day1}, {sql.day_param('d1')}) AS day1, s2.currency AS cur2, {day2} AS day2, "
+        f"SELECT {select}s2.stage_id, {bucket} AS bucket, COALESCE(s1.currency, s2.currency) AS cur1, "
+        "s1.close_date AS close1, s2.currency AS cur2, s2.close_date AS close2, "
         f"CASE WHEN {in1} THEN COALESCE(s1.amount_cents, 0) ELSE 0 END AS a1, "
         f"CASE WHEN {in2} THEN COALESCE(s2.amount_cents, 0) ELSE 0 END AS a2, "
         f"CASE WHEN {in1} THEN 1 ELSE 0 END AS n1, CASE WHEN {in2} THEN 1 ELSE 0 END AS n2 {joined}) x "
-        "GROUP BY grp, bucket, cur1, day1, cur2, day2"
+        f"GROUP BY {', '.join(keys)}"
     )
-    frame = ctx.read(query, params)
+    frame = _change_days(ctx, ctx.read(query, params))
+    frame = ctx.finish_group(frame, month_of="close2")
+    if frame.height:  # sum up to (group, bucket, currencies, rate days) before converting, as _coarse does
+        by = ["grp", "bucket", "cur1", "day1", "cur2", "day2"]
+        sums = ("deals", "n1", "n2", "a1", "a2")
+        frame = frame.group_by(by).agg(pl.col(c).sum() for c in sums).sort(by, nulls_last=True)
     frame = ctx.convert(frame, {"a1": "v1"}, currency="cur1", rate_day="day1")
     frame = ctx.convert(frame, {"a2": "v2"}, currency="cur2", rate_day="day2")
-    if ctx.options.by == "pipeline" and frame.height:
-        names = {str(p.id): p.name for p in ctx.pipelines}
-        frame = frame.with_columns(pl.col("grp").replace_strict(names, default=NONE_LABEL))
     if opts.details is not None:
-        return _changes_details(
-            ctx, with_states, joined, bucket, params, (day1, day2), (window_from, window_to)
-        )
+        return _changes_details(ctx, with_states, joined, bucket, params, (window_from, window_to))
     rows: list[dict[str, Any]] = []
     groups = sorted(frame["grp"].unique().to_list()) if frame.height else []
     identity_ok = True
@@ -887,6 +874,13 @@ def changes_report(ctx: _Context) -> Report:
     )
 
 
+def _change_days(ctx: _Context, frame: pl.DataFrame) -> pl.DataFrame:
+    """Rate days of both ends: each close date, capped at --from / --to."""
+    assert ctx.options.date_from is not None and ctx.options.date_to is not None
+    frame = ctx.with_rate_day(frame, "close1", "day1", cap=ctx.options.date_from)
+    return ctx.with_rate_day(frame, "close2", "day2", cap=ctx.options.date_to)
+
+
 def _total(part: pl.DataFrame, column: str) -> int:
     return int(part[column].sum()) if part.height else 0
 
@@ -897,7 +891,6 @@ def _changes_details(
     joined: str,
     bucket: str,
     params: dict[str, Any],
-    days: tuple[str, str],
     window: tuple[date, date],
 ) -> Report:
     limit = f" LIMIT {int(ctx.options.limit)}" if ctx.options.limit else ""
@@ -905,15 +898,14 @@ def _changes_details(
         f"{with_states}SELECT x.*, n.name, n.owner FROM (SELECT s2.deal_id, s1.stage_id AS stage1, "
         "s2.stage_id AS stage2, "
         f"s1.amount_cents AS a1, s2.amount_cents AS a2, s1.currency AS cur1, s2.currency AS cur2, "
-        f"s1.close_date AS close1, s2.close_date AS close2, "
-        f"COALESCE({days[0]}, {ctx.sql.day_param('d1')}) AS day1, {days[1]} AS day2, "
+        "s1.close_date AS close1, s2.close_date AS close2, "
         f"{bucket} AS bucket {joined}) x JOIN deal n ON n.tenant_id = :tenant AND n.id = x.deal_id "
         f"WHERE x.bucket = :bucket ORDER BY x.deal_id{limit}"
     )
     frame = ctx.read(query, params | {"bucket": ctx.options.details})
     rows = []
     if frame.height:
-        frame = frame.with_columns(pl.col("cur1").fill_null(pl.col("cur2")))
+        frame = _change_days(ctx, frame.with_columns(pl.col("cur1").fill_null(pl.col("cur2"))))
         frame = ctx.convert(frame, {"a1": "v1"}, currency="cur1", rate_day="day1")
         frame = ctx.convert(frame, {"a2": "v2"}, currency="cur2", rate_day="day2").sort("deal_id")
         for r in frame.to_dicts():
