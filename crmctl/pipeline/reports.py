@@ -270,12 +270,15 @@ def _coarse(ctx: _Context, frame: pl.DataFrame, keys: list[str], sums: list[str]
 
     Converting (and rounding to the cent) once per coarse group keeps the totals independent of
     how finely the database grouped."""
-    frame = ctx.finish_group(ctx.with_rate_day(frame))
-    if frame.height:
-        by = ["grp", *keys, "currency", "rate_day"]
-        # Sorted: float sums downstream must not depend on hash-table order (reproducible cents).
-        frame = frame.group_by(by).agg(pl.col(c).sum() for c in sums).sort(by, nulls_last=True)
+    frame = _sum_up(ctx.finish_group(ctx.with_rate_day(frame)), ["grp", *keys, "currency", "rate_day"], sums)
     return ctx.convert(frame, {"amount": "amount_conv"})
+
+
+def _sum_up(frame: pl.DataFrame, by: list[str], sums: list[str]) -> pl.DataFrame:
+    """``sums`` per ``by``, sorted: float sums downstream must not depend on hash-table order."""
+    if frame.height == 0:
+        return frame
+    return frame.group_by(by).agg(pl.col(c).sum() for c in sums).sort(by, nulls_last=True)
 
 
 def _units(cents: int | float | None) -> float:
@@ -832,10 +835,10 @@ def changes_report(ctx: _Context) -> Report:
     )
     frame = _change_days(ctx, ctx.read(query, params))
     frame = ctx.finish_group(frame, month_of="close2")
-    if frame.height:  # sum up to (group, bucket, currencies, rate days) before converting, as _coarse does
-        by = ["grp", "bucket", "cur1", "day1", "cur2", "day2"]
-        sums = ("deals", "n1", "n2", "a1", "a2")
-        frame = frame.group_by(by).agg(pl.col(c).sum() for c in sums).sort(by, nulls_last=True)
+    # converted once per (group, bucket, currencies, rate days), as _coarse does for the other reports
+    frame = _sum_up(
+        frame, ["grp", "bucket", "cur1", "day1", "cur2", "day2"], ["deals", "n1", "n2", "a1", "a2"]
+    )
     frame = ctx.convert(frame, {"a1": "v1"}, currency="cur1", rate_day="day1")
     frame = ctx.convert(frame, {"a2": "v2"}, currency="cur2", rate_day="day2")
     if opts.details is not None:
