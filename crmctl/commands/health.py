@@ -53,7 +53,7 @@ AccountArgument = Annotated[str, typer.Argument(help="Account id, external id or
 def score(
     ctx: typer.Context,
     model_file: Annotated[
-        Path | None, typer.Option("--model", help="A health model TOML file (default: the packaged model).")
+        Path | None, typer.Option("--model", help="A health model, TOML or YAML (default: packaged).")
     ] = None,
     as_of: AsOfOption = None,
     dry_run: DryRunOption = False,

@@ -295,11 +295,11 @@ def show(
 )
 def set_(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="TOML file with [[pipeline]] and [[pipeline.stage]] tables.")],
+    path: Annotated[Path, typer.Argument(help="Pipeline file: TOML, or YAML (.yaml/.yml).")],
     dry_run: DryRunOption = False,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Create or update pipelines and their stages from a TOML file (upsert by name)."""
+    """Create or update pipelines and their stages from a TOML or YAML file (upsert by name)."""
     app_ctx = app_context(ctx)
     specs = config.parse_pipeline_file(path)
     db = app_ctx.database()

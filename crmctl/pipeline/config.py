@@ -1,4 +1,4 @@
-"""Pipelines and their stages as configuration data: load from TOML, store, read back.
+"""Pipelines and their stages as configuration data: load from TOML or YAML, store, read back.
 
 A pipeline file lists pipelines and, in order, their stages::
 
