@@ -159,3 +159,25 @@ def read_frame(target: Session | Connection, sql: str, params: dict[str, Any] | 
     if not rows:
         return pl.DataFrame({c: [] for c in columns})
     return pl.DataFrame(rows, schema=columns, orient="row", infer_schema_length=None)
+
+
+def sqlite_timestamp(col: pl.Expr) -> pl.Expr:
+    """SQLite timestamp text as aware UTC: SQLAlchemy stores naive UTC ('YYYY-MM-DD HH:MM:SS.ffffff'),
+    raw SQL with an aware datetime stores an offset ('+00:00'), other writers may use 'T' / 'Z'."""
+    text = col.str.replace("T", " ", literal=True).str.replace("Z$", "+00:00")
+    naive = text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us", time_zone="UTC", strict=False)
+    offset = text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f%:z", time_unit="us", time_zone="UTC", strict=False)
+    return naive.fill_null(offset)
+
+
+def as_utc(frame: pl.DataFrame, column: str) -> pl.Expr:
+    """A timestamp column read back by :func:`read_frame` as aware UTC datetimes (microseconds):
+    text on SQLite (:func:`sqlite_timestamp`), aware datetimes in the session's zone on PostgreSQL."""
+    dtype = frame.schema[column]
+    col = pl.col(column)
+    if dtype == pl.String:
+        return sqlite_timestamp(col)
+    if isinstance(dtype, pl.Datetime):
+        col = col.dt.cast_time_unit("us")
+        return col.dt.convert_time_zone("UTC") if dtype.time_zone else col.dt.replace_time_zone("UTC")
+    return col.cast(pl.Datetime("us", "UTC"))

@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from crmctl.db.bulk import insert_frame
+from crmctl.db.bulk import as_utc, insert_frame
 from crmctl.db.engine import Database
 from crmctl.db.models import utcnow
 from crmctl.db.sql import frame
@@ -61,27 +61,34 @@ def plan_retention(db: Database, now: datetime | None = None) -> RetentionResult
             ORDER BY c.id
             """,
         )
-    for contact_id, policy, basis, withdrawn, last_seen in contacts.iter_rows():
-        if withdrawn is not None and basis == "consent":
-            result.actions.append(
-                {"contact_id": contact_id, "policy": "consent", "action": "erasure request"}
-            )
-            continue
-        if policy is None:
-            continue
-        match = LEGITIMATE_INTEREST.match(policy)
-        if not match:
-            result.unknown_policies[policy] = result.unknown_policies.get(policy, 0) + 1
-            continue
-        if basis in (None, "legitimate_interest") and _as_utc(last_seen) < _months_before(now, int(match[1])):
-            result.actions.append({"contact_id": contact_id, "policy": policy, "action": "pseudonymise"})
+    if contacts.height == 0:
+        return result
+    # Set-based: one cut-off per distinct N, then a polars filter (a nightly run may see 1M contacts).
+    months = pl.col("retention_policy").str.extract(LEGITIMATE_INTEREST.pattern, 1).cast(pl.Int64)
+    contacts = contacts.with_columns(months=months, last_seen=as_utc(contacts, "last_seen"))
+    cutoffs = {m: _months_before(now, m) for m in contacts["months"].drop_nulls().unique().to_list()}
+    withdrawn = pl.col("consent_withdrawn_at").is_not_null() & (pl.col("lawful_basis") == "consent")
+    stale = pl.col("last_seen") < pl.col("months").replace_strict(
+        cutoffs, default=None, return_dtype=pl.Datetime("us", "UTC")
+    )
+    legitimate = pl.col("lawful_basis").is_null() | (pl.col("lawful_basis") == "legitimate_interest")
+    planned = contacts.with_columns(
+        action=pl.when(withdrawn)
+        .then(pl.lit("erasure request"))
+        .when(pl.col("months").is_not_null() & legitimate & stale)
+        .then(pl.lit("pseudonymise")),
+        policy=pl.when(withdrawn).then(pl.lit("consent")).otherwise(pl.col("retention_policy")),
+    )
+    result.actions = (
+        planned.filter(pl.col("action").is_not_null())
+        .select(pl.col("id").alias("contact_id"), "policy", "action")
+        .to_dicts()
+    )
+    unknown = planned.filter(~withdrawn, pl.col("retention_policy").is_not_null(), pl.col("months").is_null())
+    result.unknown_policies = dict(
+        unknown.group_by("retention_policy").len().sort("retention_policy").iter_rows()
+    )
     return result
-
-
-def _as_utc(value: Any) -> datetime:
-    if isinstance(value, str):  # SQLite text
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=utcnow().tzinfo)
 
 
 def apply_retention(

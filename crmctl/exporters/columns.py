@@ -19,7 +19,6 @@ from crmctl.errors import UsageError
 
 # Spreadsheets run a cell that starts with one of these as a formula (OWASP "CSV injection").
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-SQLITE_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S%.f"  # how SQLAlchemy stores DateTime on SQLite
 # Written for timestamps on every path, the same as PostgreSQL's ISO output in UTC.
 CSV_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S%.f+00"
 

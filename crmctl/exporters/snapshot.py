@@ -40,12 +40,12 @@ from psycopg import pq, sql
 
 from crmctl import __version__
 from crmctl.db import migrate
+from crmctl.db.bulk import sqlite_timestamp
 from crmctl.db.engine import Database
 from crmctl.errors import DatabaseError, UsageError
 from crmctl.exporters.columns import (
     ARROW_TYPES,
     FORMULA_PREFIXES,
-    SQLITE_DATETIME_FORMAT,
     Kind,
     TableSpec,
     select_tables,
@@ -327,17 +327,6 @@ def _parallel(
 # --------------------------------------------------------------------------------------------
 
 
-def _sqlite_timestamp(col: pl.Expr) -> pl.Expr:
-    """Text timestamps as aware UTC. SQLAlchemy stores naive UTC ('YYYY-MM-DD HH:MM:SS.ffffff'),
-    but raw SQL with an aware datetime stores an offset ('+00:00') and others may use 'T' / 'Z'."""
-    text = col.str.replace("T", " ", literal=True).str.replace("Z$", "+00:00")
-    naive = text.str.to_datetime(SQLITE_DATETIME_FORMAT, time_unit="us", time_zone="UTC", strict=False)
-    offset = text.str.to_datetime(
-        SQLITE_DATETIME_FORMAT + "%:z", time_unit="us", time_zone="UTC", strict=False
-    )
-    return naive.fill_null(offset)
-
-
 def _sqlite_frame(rows: list[tuple[Any, ...]], spec: TableSpec) -> pl.DataFrame:
     raw_types = {Kind.integer: pl.Int64, Kind.float: pl.Float64, Kind.boolean: pl.Int64}
     schema = {c.name: raw_types.get(c.kind, pl.String) for c in spec.columns}
@@ -347,7 +336,7 @@ def _sqlite_frame(rows: list[tuple[Any, ...]], spec: TableSpec) -> pl.DataFrame:
         if c.kind is Kind.boolean:
             parsed[c.name] = pl.col(c.name).cast(pl.Boolean)
         elif c.kind is Kind.datetime:
-            parsed[c.name] = _sqlite_timestamp(pl.col(c.name))
+            parsed[c.name] = sqlite_timestamp(pl.col(c.name))
         elif c.kind is Kind.date:
             parsed[c.name] = pl.col(c.name).str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
     if not parsed:

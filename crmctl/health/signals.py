@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 from sqlmodel import Session
 
-from crmctl.db.bulk import read_frame
+from crmctl.db.bulk import as_utc, read_frame
 from crmctl.db.engine import dialect_of, tenant_of
 from crmctl.health.model import HealthModel, SignalSpec
 
@@ -108,17 +108,7 @@ def _distinct_features(column: str) -> pl.Expr:
 
 
 def _to_datetime(frame: pl.DataFrame, column: str) -> pl.DataFrame:
-    """Timestamps come back as text from SQLite and as aware datetimes from PostgreSQL."""
-    dtype = frame.schema[column]
-    if dtype == pl.String:
-        parsed = pl.col(column).str.to_datetime(time_unit="us", strict=False).dt.replace_time_zone("UTC")
-    elif dtype == pl.Null:
-        parsed = pl.col(column).cast(pl.Datetime("us", "UTC"))
-    else:
-        parsed = pl.col(column).cast(pl.Datetime("us")).dt.replace_time_zone(None).dt.replace_time_zone("UTC")
-        if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
-            parsed = pl.col(column).dt.convert_time_zone("UTC").cast(pl.Datetime("us", "UTC"))
-    return frame.with_columns(parsed.alias(column))
+    return frame.with_columns(as_utc(frame, column).alias(column))
 
 
 def _to_date(frame: pl.DataFrame, column: str) -> pl.DataFrame:

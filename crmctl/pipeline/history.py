@@ -30,7 +30,7 @@ import polars as pl
 from sqlalchemy import text
 from sqlmodel import Session
 
-from crmctl.db.bulk import read_frame
+from crmctl.db.bulk import as_utc, read_frame
 from crmctl.db.engine import Database, dialect_of, tenant_of
 from crmctl.db.sql import in_list, list_param
 
@@ -132,18 +132,8 @@ def latest_rows(session: Session, deal_ids: list[int]) -> pl.DataFrame:
         {"t": tenant_of(session), "ids": list_param(session, deal_ids)},
     )
     return frame.with_columns(
-        _utc(frame, c) for c in ("changed_at", "entered_stage_at", "entered_pipeline_at")
+        as_utc(frame, c) for c in ("changed_at", "entered_stage_at", "entered_pipeline_at")
     )
-
-
-def _utc(frame: pl.DataFrame, column: str) -> pl.Expr:
-    # SQLite hands timestamps back as ISO text, PostgreSQL as aware datetimes.
-    dtype = frame.schema[column]
-    if dtype == pl.String:
-        return pl.col(column).str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us", time_zone="UTC")
-    if dtype == pl.Null:
-        return pl.col(column).cast(pl.Datetime("us", "UTC"))
-    return pl.col(column).dt.convert_time_zone("UTC").dt.cast_time_unit("us")
 
 
 def project_appended(

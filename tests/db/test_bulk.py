@@ -94,3 +94,28 @@ def test_insert_frame_keeps_row_order_across_multi_row_statements(db: Database) 
         stored = read_frame(session, "SELECT name, employees FROM account ORDER BY id")
     assert stored["name"].to_list() == list(reversed(names))
     assert stored["employees"].to_list() == frame["employees"].to_list()
+
+
+def test_as_utc_reads_timestamps_however_they_were_written() -> None:
+    from crmctl.db.bulk import as_utc
+
+    text = pl.DataFrame(
+        {
+            "at": [
+                "2024-01-01 00:00:00.000000",
+                "2023-11-23 23:50:00.123456+00:00",
+                "2023-11-23T23:50:00+02:00",
+                None,
+            ]
+        }
+    )
+    assert text.select(as_utc(text, "at"))["at"].to_list() == [
+        dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+        dt.datetime(2023, 11, 23, 23, 50, 0, 123456, tzinfo=dt.UTC),
+        dt.datetime(2023, 11, 23, 21, 50, tzinfo=dt.UTC),
+        None,
+    ]
+    berlin = pl.DataFrame({"at": [dt.datetime(2024, 6, 1, 12)]}).with_columns(
+        pl.col("at").dt.replace_time_zone("Europe/Berlin")
+    )
+    assert berlin.select(as_utc(berlin, "at"))["at"].to_list() == [dt.datetime(2024, 6, 1, 10, tzinfo=dt.UTC)]
