@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from datetime import UTC, datetime
 from itertools import chain, islice
 from typing import Any
 
@@ -20,6 +21,14 @@ SQLITE_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S.%6f"  # what SQLAlchemy's SQLite Dat
 COPY_CHUNK_ROWS = 200_000
 SQLITE_ROWS_PER_STATEMENT = 40
 SQLITE_MAX_PARAMETERS = 32_000  # SQLite's limit is 32,766 bound parameters per statement
+
+
+def sqlite_text(moment: datetime) -> str:
+    """An aware moment as SQLite holds timestamps: naive UTC text with six fraction digits.
+
+    (``datetime.strftime`` has no ``%6f``; the C library would put other characters there.)"""
+    naive = moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+    return naive.isoformat(sep=" ", timespec="microseconds")
 
 
 def _connection(target: Session | Connection) -> Connection:

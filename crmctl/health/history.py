@@ -12,11 +12,11 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from crmctl.db import bulk
+from crmctl.db.bulk import sqlite_text
 from crmctl.db.engine import tenant_of
 from crmctl.errors import ConfigError, NotFoundError, UsageError
 from crmctl.health.model import Band, load_model, parse_model
 from crmctl.health.scoring import TRANSITION_KIND
-from crmctl.health.signals import sqlite_text
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 

@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 from sqlmodel import Session
 
-from crmctl.db.bulk import as_utc, read_frame
+from crmctl.db.bulk import as_utc, read_frame, sqlite_text
 from crmctl.db.engine import dialect_of, tenant_of
 from crmctl.health.model import HealthModel, SignalSpec
 
@@ -49,14 +49,6 @@ class Window:
 
     def start(self, days: int) -> datetime:
         return self.end - timedelta(days=days)
-
-
-def sqlite_text(moment: datetime) -> str:
-    """An aware moment as SQLite holds timestamps: naive UTC text with six fraction digits.
-
-    (``datetime.strftime`` has no ``%6f``; the C library would put other characters there.)"""
-    naive = moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
-    return naive.isoformat(sep=" ", timespec="microseconds")
 
 
 class _Query:

@@ -28,9 +28,9 @@ from typing import Any
 
 from sqlmodel import Session
 
+from crmctl.db.bulk import sqlite_text
 from crmctl.db.engine import dialect_of, tenant_of
 
-SQLITE_TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f"
 DEAL_COLUMNS = "d.owner, d.source, d.account_id, d.forecast_category, d.name"
 LIVE_FIRST = "COALESCE(d.entered_pipeline_at, d.created_at)"
 LIVE_ENTERED = "COALESCE(d.entered_stage_at, d.entered_pipeline_at, d.created_at)"
@@ -58,7 +58,7 @@ class Sql:
 
     def ts(self, value: datetime) -> Any:
         value = value.astimezone(UTC)
-        return value if self.is_pg else value.replace(tzinfo=None).strftime(SQLITE_TIMESTAMP)
+        return value if self.is_pg else sqlite_text(value)
 
     def day(self, value: date) -> Any:
         return value if self.is_pg else value.isoformat()
