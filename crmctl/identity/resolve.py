@@ -22,7 +22,7 @@ from itertools import combinations
 import polars as pl
 from rapidfuzz.distance import JaroWinkler
 
-from crmctl.identity.normalize import FREE_MAIL_DOMAINS
+from crmctl.identity.normalize import FREE_MAIL_DOMAINS, name_forms
 from crmctl.identity.rules import ResolutionRules
 
 STRONG_RULES = ("email", "helpdesk_id", "phone")
@@ -188,11 +188,15 @@ class _NameComparer:
 
     @staticmethod
     def _sim(x: str, y: str) -> float:
+        """Similarity of two name parts, nickname-canonical: the best over the forms each stands
+        for, so a typo of a nickname ('Bety', 'Sndra') still matches its formal name."""
         if x == y:
             return 1.0
+        xs, ys = name_forms(x), name_forms(y)
         if len(x) == 1 or len(y) == 1:  # an initial
-            return 1.0 if x[0] == y[0] else 0.0
-        return JaroWinkler.similarity(x, y)
+            initial, forms = (x, ys) if len(x) == 1 else (y, xs)
+            return 1.0 if any(f.startswith(initial) for f in forms) else 0.0
+        return max(JaroWinkler.similarity(a, b) for a in xs for b in ys)
 
 
 def _guard_chains(

@@ -26,6 +26,7 @@ from crmctl.db import bulk
 from crmctl.db.engine import Database, dialect_of, tenant_of
 from crmctl.db.models import ImportRun, utcnow
 from crmctl.errors import InputError
+from crmctl.identity.normalize import NICKNAME_TO_CANONICAL
 from crmctl.identity.records import FIELD_ALIASES, FIELDS, normalise_records, record_keys
 from crmctl.identity.resolve import resolve
 from crmctl.identity.rules import ResolutionRules
@@ -456,8 +457,6 @@ def _candidates(
 
     info = pl.concat(info_parts).unique("contact_id")
     survivors = sorted({root(c) for c in roots})
-    from crmctl.identity.normalize import NICKNAME_TO_CANONICAL
-
     contacts = (
         info.filter(pl.col("contact_id").is_in(survivors))
         .sort("contact_id")
@@ -619,12 +618,17 @@ def _write(
     )
     # decisions first: they keep the existing contacts' fields as they were before the fill (undo)
     _merge_decisions(session, recs, contacts, clusters, landing, resolution, run_id, options, counts, now)
-    _update_existing(session, contact_values, landing, now)
+    _update_existing(session, _name_in_place(contact_values, contacts), landing, now)
     _review_items(session, recs, contacts, clusters, target, resolution, run_id, now)
 
 
 def _best_values(recs: pl.DataFrame) -> pl.DataFrame:
-    """Survivorship: per contact and field, the value from the most trusted, most recent record."""
+    """Survivorship: per contact and field, the value from the most trusted, most recent record.
+
+    A name is one value: first and last name (raw and normalised) come from the same record, the
+    most complete one first. Taken part by part, 'Robinson Karen' (written swapped) beside
+    'Karen Robinson' gave the contact 'Karen Karen', a name that then conflicted with the person's
+    own records and blocked every later merge."""
     ordered = recs.with_columns(
         pl.concat_str([pl.col("first_raw"), pl.col("last_raw")], separator=" ", ignore_nulls=True)
         .replace("", None)
@@ -633,18 +637,32 @@ def _best_values(recs: pl.DataFrame) -> pl.DataFrame:
         pl.col("last_raw").alias("last_name"),
         pl.col("country_code").alias("country"),
     ).sort(["trust", "timestamp", "node"], descending=[True, True, False], nulls_last=True)
-    value_fields = [*CONTACT_FIELDS, "first_name_norm", "last_name_norm", "email_norm", "phone_e164"]
-    value_fields += ["company_norm", "company_domain"]
+    name_fields = ("first_name", "last_name", "full_name")
+    value_fields = [f for f in CONTACT_FIELDS if f not in name_fields]
+    value_fields += ["email_norm", "phone_e164", "company_norm", "company_domain"]
     best = ordered.group_by("winner", maintain_order=True).agg(
         *[pl.col(f).drop_nulls().first().alias(f) for f in value_fields],
-        *[pl.col("srid").filter(pl.col(f).is_not_null()).first().alias(f"_from_{f}") for f in CONTACT_FIELDS],
+        *[
+            pl.col("srid").filter(pl.col(f).is_not_null()).first().alias(f"_from_{f}")
+            for f in CONTACT_FIELDS
+            if f not in name_fields
+        ],
     )
-    # first_name_norm is stored nickname-canonical (what matching compares)
-    best = best.with_columns(
-        ordered.group_by("winner", maintain_order=True)
-        .agg(pl.col("first_c").drop_nulls().first())["first_c"]
-        .alias("first_name_norm")
+    parts = pl.col("first_raw").is_not_null().cast(pl.Int8) + pl.col("last_raw").is_not_null().cast(pl.Int8)
+    names = (
+        ordered.filter(parts > 0)
+        .sort(parts, descending=True, maintain_order=True)
+        .unique("winner", keep="first", maintain_order=True)
+        .select(
+            "winner",
+            *name_fields,
+            # first_name_norm is stored nickname-canonical (what matching compares)
+            pl.col("first_c").alias("first_name_norm"),
+            "last_name_norm",
+            *[pl.when(pl.col(f).is_not_null()).then(pl.col("srid")).alias(f"_from_{f}") for f in name_fields],
+        )
     )
+    best = best.join(names, on="winner", how="left", maintain_order="left")
     provenance = pl.struct(
         [
             pl.when(pl.col(f"_from_{f}").is_not_null())
@@ -655,6 +673,35 @@ def _best_values(recs: pl.DataFrame) -> pl.DataFrame:
     ).struct.json_encode()
     return best.with_columns(provenance.alias("field_provenance")).drop(
         [f"_from_{f}" for f in CONTACT_FIELDS]
+    )
+
+
+NAME_FIELDS = ("first_name", "last_name", "full_name", "first_name_norm", "last_name_norm")
+
+
+def _name_in_place(values: pl.DataFrame, contacts: pl.DataFrame) -> pl.DataFrame:
+    """The fill values with the name as the contact will hold it: a name is one value, so an
+    existing contact holding part of a name (a web form's first name) takes the incoming complete
+    name whole; filled part by part, 'Karen' + 'Robinson Karen' (written swapped) became
+    'Karen Karen', and 'Tyler' + 'Howard Teler' became 'Tyler Teler'. A contact with a complete
+    name keeps it."""
+    if contacts.height == 0:
+        return values
+    held = contacts.select(
+        pl.col("contact_id").alias("winner"), *[pl.col(f).alias(f"_held_{f}") for f in NAME_FIELDS]
+    )
+    partial = pl.col("_held_first_name_norm").is_null() | pl.col("_held_last_name_norm").is_null()
+    complete = pl.col("first_name_norm").is_not_null() & pl.col("last_name_norm").is_not_null()
+    replace = (partial & complete).fill_null(False)
+    return (
+        values.join(held, on="winner", how="left", maintain_order="left")
+        .with_columns(
+            *[
+                pl.when(replace).then(pl.col(f)).otherwise(pl.coalesce(f"_held_{f}", f)).alias(f)
+                for f in NAME_FIELDS
+            ]
+        )
+        .drop([f"_held_{f}" for f in NAME_FIELDS])
     )
 
 
@@ -684,9 +731,18 @@ def _update_existing(session: Session, values: pl.DataFrame, landing: pl.DataFra
         )
         conn.exec_driver_sql("DELETE FROM temp.lead_fill")
     bulk.insert_frame(session, "lead_fill", rows.select("winner", *fill))
-    sets = ", ".join(f"{f} = COALESCE(contact.{f}, t.{f})" for f in fill)
+    # the name fields hold their final values already (see _name_in_place)
+    sets = ", ".join(
+        f"{f} = COALESCE(t.{f}, contact.{f})" if f in NAME_FIELDS else f"{f} = COALESCE(contact.{f}, t.{f})"
+        for f in fill
+    )
     # only contacts that gain a value are rewritten (most merged records bring nothing new)
-    gains = " OR ".join(f"(contact.{f} IS NULL AND t.{f} IS NOT NULL)" for f in fill)
+    gains = " OR ".join(
+        f"(t.{f} IS NOT NULL AND (contact.{f} IS NULL OR contact.{f} <> t.{f}))"
+        if f in NAME_FIELDS
+        else f"(contact.{f} IS NULL AND t.{f} IS NOT NULL)"
+        for f in fill
+    )
     # SQLite: seek each contact by rowid (left to itself it scans the tenant through an index)
     target, seek = (
         ("contact", "")
