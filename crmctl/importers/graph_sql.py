@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from crmctl.db import models
 from crmctl.db.bulk import insert_frame
-from crmctl.db.engine import Database, dialect_of, tenant_of
+from crmctl.db.engine import Database, dialect_of, sqlite_index_build, tenant_of
 from crmctl.db.sql import execute, frame, in_list, list_param
 
 LOOKUP_CHUNK = 50_000
@@ -119,7 +119,7 @@ def deferred_indexes(db: Database, table: str, *, enabled: bool, keep: Sequence[
     ]
     writer = db.engine.execution_options(crmctl_write=True)
     if not db.is_postgresql:
-        with writer.begin() as conn:
+        with sqlite_index_build(writer) as conn, conn.begin():
             for index in indexes:
                 index.create(conn, checkfirst=True)
     if not enabled:
@@ -131,6 +131,6 @@ def deferred_indexes(db: Database, table: str, *, enabled: bool, keep: Sequence[
     try:
         yield
     finally:
-        with writer.begin() as conn:
+        with sqlite_index_build(writer) as conn, conn.begin():
             for index in indexes:
                 index.create(conn, checkfirst=True)
