@@ -91,13 +91,31 @@ def _copy_into(conn: Connection, table: str, columns: str, frame: pl.DataFrame) 
         cur.execute(
             f'CREATE TEMP TABLE "{staging}" ON COMMIT DROP AS SELECT {columns} FROM "{table}" WITH NO DATA'
         )
-        with cur.copy(f'COPY "{staging}" ({columns}) FROM STDIN WITH (FORMAT csv)') as copy:
-            for start in range(0, frame.height, COPY_CHUNK_ROWS):
-                buf = io.BytesIO()
-                frame.slice(start, COPY_CHUNK_ROWS).write_csv(buf, include_header=False)
-                copy.write(buf.getvalue())
+        _copy_csv(cur, staging, columns, frame)
         cur.execute(f'INSERT INTO "{table}" ({columns}) SELECT {columns} FROM "{staging}"')
         cur.execute(f'DROP TABLE "{staging}"')
+
+
+def _copy_csv(cur: Any, table: str, columns: str, frame: pl.DataFrame) -> None:
+    with cur.copy(f'COPY "{table}" ({columns}) FROM STDIN WITH (FORMAT csv)') as copy:
+        for start in range(0, frame.height, COPY_CHUNK_ROWS):
+            buf = io.BytesIO()
+            frame.slice(start, COPY_CHUNK_ROWS).write_csv(buf, include_header=False)
+            copy.write(buf.getvalue())
+
+
+def copy_frame(target: Session | Connection, table: str, frame: pl.DataFrame) -> int:
+    """PostgreSQL: COPY every row of ``frame`` straight into ``table``, which must have no row-level
+    security (a temporary table: PostgreSQL refuses COPY FROM into a table with RLS, see
+    :func:`insert_frame`). Saves the staging table and the INSERT … SELECT."""
+    if frame.height == 0:
+        return 0
+    conn = _connection(target)
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur:
+        _copy_csv(cur, table, ", ".join(f'"{c}"' for c in frame.columns), _postgres_ready(frame))
+    return frame.height
 
 
 def insert_frame(target: Session | Connection, table: str, frame: pl.DataFrame) -> int:

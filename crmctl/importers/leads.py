@@ -730,7 +730,10 @@ def _update_existing(session: Session, values: pl.DataFrame, landing: pl.DataFra
             + ")"
         )
         conn.exec_driver_sql("DELETE FROM temp.lead_fill")
-    bulk.insert_frame(session, "lead_fill", rows.select("winner", *fill))
+    if dialect_of(session) == "postgresql":
+        bulk.copy_frame(session, "lead_fill", rows.select("winner", *fill))  # no RLS: straight in
+    else:
+        bulk.insert_frame(session, "lead_fill", rows.select("winner", *fill))
     # the name fields hold their final values already (see _name_in_place)
     sets = ", ".join(
         f"{f} = COALESCE(t.{f}, contact.{f})" if f in NAME_FIELDS else f"{f} = COALESCE(contact.{f}, t.{f})"
@@ -883,15 +886,21 @@ def _merge_decisions(
     if multi.height:
         losers = multi.explode("all_contacts").filter(pl.col("all_contacts") != pl.col("winner"))
         counts["contacts_merged"] += losers.height
-        session.connection().execute(
-            text(
-                "UPDATE contact SET merged_into_id = :w, updated_at = :now WHERE tenant_id = :t AND id = :l"
-            ),
-            [
-                {"w": w, "l": loser, "now": now, "t": tenant}
-                for w, loser in losers.select("winner", "all_contacts").iter_rows()
-            ],
-        )
+        winners, loser_ids = losers["winner"].to_list(), losers["all_contacts"].to_list()
+        if dialect_of(session) == "postgresql":
+            # one statement for all of them (executemany sent one UPDATE per contact)
+            sql = (
+                "UPDATE contact SET merged_into_id = u.w, updated_at = %(now)s "
+                "FROM unnest(%(w)s::bigint[], %(l)s::bigint[]) AS u(w, l) "
+                "WHERE contact.tenant_id = %(t)s AND contact.id = u.l"
+            )
+            session.connection().exec_driver_sql(sql, {"w": winners, "l": loser_ids, "now": now, "t": tenant})
+        else:
+            sql = "UPDATE contact SET merged_into_id = :w, updated_at = :now WHERE tenant_id = :t AND id = :l"
+            session.connection().execute(
+                text(sql),
+                [{"w": w, "l": x, "now": now, "t": tenant} for w, x in zip(winners, loser_ids, strict=True)],
+            )
 
 
 def _review_items(
