@@ -168,11 +168,13 @@ def allocate_ids(target: Session | Connection, table: str, count: int) -> list[i
         return []
     conn = _connection(target)
     if conn.dialect.name == "postgresql":
-        rows = conn.exec_driver_sql(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+        # one array, not one result row per id (fetching 100k rows cost more than drawing them)
+        ids = conn.exec_driver_sql(
+            "SELECT array_agg(id ORDER BY id) FROM "
+            "(SELECT nextval(pg_get_serial_sequence(%s, 'id')) AS id FROM generate_series(1, %s)) AS drawn",
             (table, count),
-        ).all()
-        return [r[0] for r in rows]
+        ).scalar()
+        return list(ids)
     start = conn.exec_driver_sql(f'SELECT COALESCE(MAX(id), 0) + 1 FROM "{table}"').scalar() or 1
     return list(range(start, start + count))
 

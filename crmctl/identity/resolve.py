@@ -11,7 +11,8 @@ different people:
   refusing any union that would put conflicting names together; refused pairs go to review;
 - name + company evidence only counts when the company is not expected to hold a namesake by
   chance (see :func:`_expected_namesakes`) and the block is unambiguous (a block where two
-  clusters each have their own work address, or their own personal address, holds two people).
+  clusters each have their own work address, their own personal address, their own phone or
+  their own user id at one help desk holds two people).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def resolve(nodes: pl.DataFrame, keys: pl.DataFrame, rules: ResolutionRules) -> 
 
     strong = keys.filter(pl.col("kind").is_in(STRONG_RULES))
     pairs = _pairs(strong, rules)
-    scored = names.score_pairs(pairs, rules)
+    scored = _other_email_on_phone(names.score_pairs(pairs, rules), keys, rules)
     merge_edges = scored.filter(pl.col("score") >= rules.merge)
     reviews = scored.filter((pl.col("score") >= rules.review) & (pl.col("score") < rules.merge))
 
@@ -122,6 +123,37 @@ def _pairs(keys: pl.DataFrame, rules: ResolutionRules) -> pl.DataFrame:
         .unique(["a", "b"], keep="first", maintain_order=True)
         .drop("order")
     )
+
+
+def _other_email_on_phone(scored: pl.DataFrame, keys: pl.DataFrame, rules: ResolutionRules) -> pl.DataFrame:
+    """A shared phone between two records that each carry an email address, none in common, is a
+    line two people share (a household with namesakes, Bill and William Smith): level
+    ``other_email``, whose score caps the name's."""
+    phone = scored.filter(pl.col("rule") == "phone")
+    if phone.height == 0:
+        return scored
+    emails = keys.filter(pl.col("kind") == "email").group_by("node").agg(pl.col("value").alias("emails"))
+    cap = rules.score("phone", "other_email")
+    checked = (
+        phone.join(emails.rename({"node": "a", "emails": "ea"}), on="a", how="left")
+        .join(emails.rename({"node": "b", "emails": "eb"}), on="b", how="left")
+        .with_columns(
+            (
+                pl.col("ea").is_not_null()
+                & pl.col("eb").is_not_null()
+                & (pl.col("ea").list.set_intersection("eb").list.len() == 0)
+                & (pl.col("score") > cap)
+            ).alias("other")
+        )
+        .select(
+            "a",
+            "b",
+            "rule",
+            pl.when(pl.col("other")).then(pl.lit("other_email")).otherwise(pl.col("level")).alias("level"),
+            pl.when(pl.col("other")).then(pl.lit(cap)).otherwise(pl.col("score")).alias("score"),
+        )
+    )
+    return pl.concat([scored.filter(pl.col("rule") != "phone"), checked])
 
 
 class _NameComparer:
@@ -307,31 +339,41 @@ def _name_company_edges(
     if blocks.height == 0:
         empty = pl.DataFrame(schema=EDGE_SCHEMA)
         return empty, empty
-    # each cluster's addresses, split into work and personal
-    emails = (
-        keys.filter(pl.col("kind") == "email")
+    # each cluster's own identities: work address, personal address, phone, helpdesk id (per desk)
+    domain = pl.col("value").str.split("@").list.last()
+    identities = (
+        keys.filter(pl.col("kind").is_in(STRONG_RULES))
         .join(clusters, on="node")
-        .with_columns(pl.col("value").str.split("@").list.last().is_in(list(FREE_MAIL_DOMAINS)).alias("free"))
-        .group_by("cluster")
-        .agg(
-            pl.col("value").filter(~pl.col("free")).n_unique().alias("work"),
-            pl.col("value").filter(pl.col("free")).n_unique().alias("personal"),
+        .select(
+            "cluster",
+            pl.when(pl.col("kind") == "email")
+            .then(
+                pl.when(domain.is_in(list(FREE_MAIL_DOMAINS)))
+                .then(pl.lit("personal"))
+                .otherwise(pl.lit("work"))
+            )
+            .when(pl.col("kind") == "helpdesk_id")
+            .then(pl.lit("helpdesk:") + pl.col("value").str.split(":").list.first())
+            .otherwise(pl.col("kind"))
+            .alias("identity"),
         )
+        .unique()
     )
+    # two clusters of the block each holding an identity of one kind are two people: had they
+    # shared it they would be one cluster already
     members = (
-        blocks.explode("clusters")
-        .rename({"clusters": "cluster"})
-        .join(emails, on="cluster", how="left")
-        .with_columns(pl.col("work").fill_null(0), pl.col("personal").fill_null(0))
+        blocks.explode("clusters").rename({"clusters": "cluster"}).join(identities, on="cluster", how="left")
     )
-    verdict = members.group_by("value").agg(
-        ((pl.col("work") > 0).sum() > 1).alias("two_work"),
-        ((pl.col("personal") > 0).sum() > 1).alias("two_personal"),
+    verdict = (
+        members.group_by("value", "identity")
+        .agg((pl.col("cluster").n_unique() > 1).alias("two"))
+        .group_by("value")
+        .agg(pl.col("two").filter(pl.col("identity").is_not_null()).any().alias("two_people"))
     )
     verdict = verdict.join(_expected_namesakes(block_keys), on="value", how="left")
     common = pl.col("expected_namesakes").fill_null(0) > rules.max_expected_namesakes
     graded = verdict.with_columns(
-        pl.when(pl.col("two_work") | pl.col("two_personal"))
+        pl.when(pl.col("two_people"))
         .then(pl.lit("ambiguous"))
         .when(common)
         .then(pl.lit("common_name"))

@@ -34,8 +34,16 @@ DEFAULT_RULES: dict[str, dict[str, float]] = {
     "email": {"exact": 0.99, "compatible": 0.97, "similar": 0.93, "unknown": 0.97, "conflict": 0.7},
     # same helpdesk user id (scoped to the source)
     "helpdesk_id": {"exact": 0.99, "compatible": 0.97, "similar": 0.93, "unknown": 0.95, "conflict": 0.7},
-    # same phone: households share lines, so the names must agree
-    "phone": {"exact": 0.95, "compatible": 0.92, "similar": 0.5, "unknown": 0.4, "conflict": 0.2},
+    # same phone: households share lines, so the names must agree, and two records that each
+    # carry an email address, none in common, wait for a person (other_email caps the name's score)
+    "phone": {
+        "exact": 0.95,
+        "compatible": 0.92,
+        "similar": 0.5,
+        "unknown": 0.4,
+        "conflict": 0.2,
+        "other_email": 0.6,
+    },
     # same name at the same company: only when the name is rare and the block unambiguous
     "name_company": {"rare_name": 0.92, "common_name": 0.5, "ambiguous": 0.2},
 }
