@@ -240,6 +240,8 @@ def name_forms(canonical: str) -> tuple[str, ...]:
     """A nickname-canonical name and the nicknames it stands for ('alexandra' -> alexandra, alexa,
     sandra): a typo is compared with each ('Sndra' is close to 'sandra', not to 'alexandra')."""
     return (canonical, *_NICKNAMES.get(canonical, ()))
+
+
 _TITLES = frozenset({"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "dame", "herr", "frau"})
 _NAME_SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv", "phd", "md", "esq", "mba"})
 
