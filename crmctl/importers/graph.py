@@ -489,11 +489,15 @@ class _Run:
             subset=["external_id"], keep="last", maintain_order=True
         )
         counts.skipped += rows.height - latest.height  # superseded by a later row of the same file
+        keys = latest["external_id"]
+        span = _stored_key_span(
+            session, table, keys, column="external_id", where="external_source = :src", src=self.source
+        )
         found = lookup(
             session,
             table,
             "external_id",
-            latest["external_id"],
+            keys if span is None else keys.filter(keys.is_between(*span)),
             where="external_source = :src",
             src=self.source,
         )
@@ -581,21 +585,34 @@ class _Run:
         )
 
 
-def _stored_key_span(session: Session, table: str, keys: pl.Series) -> tuple[str, str] | None:
-    """The smallest and largest stored key between the batch's smallest and largest (None: no
-    stored key in that range): two index probes. Only the batch's keys inside that span can be
-    stored already, so a first import of ordered ids (the common case) skips the per-key lookup,
-    and a batch that overlaps the previous one by a few keys (a deal's history split between two
-    batches) looks up only those. SQLite compares text bytewise like polars; PostgreSQL compares
-    in the database's collation, so there the span is the batch's whole range (no narrowing)."""
-    low, high = keys.min(), keys.max()
-    bounds = f"FROM {table} WHERE tenant_id = :tenant AND idempotency_key BETWEEN :low AND :high"
+def _stored_key_span(
+    session: Session,
+    table: str,
+    keys: pl.Series,
+    *,
+    column: str = "idempotency_key",
+    where: str = "",
+    **params: Any,
+) -> tuple[str, str] | None:
+    """The smallest and largest stored ``column`` value between the batch's smallest and largest
+    key (None: no stored key in that range): two probes of the column's unique index. Only the
+    batch's keys inside that span can be stored already, so a first import of ordered ids (the
+    common case) skips the per-key lookup, and a batch that overlaps the previous one by a few keys
+    (a deal's history split between two batches) looks up only those. SQLite compares text bytewise
+    like polars; PostgreSQL compares in the database's collation, so there the span is the batch's
+    whole range (no narrowing)."""
+    present = keys.drop_nulls()
+    if present.is_empty():
+        return None
+    low, high = present.min(), present.max()
+    extra = f" AND {where}" if where else ""
+    bounds = f"FROM {table} WHERE tenant_id = :tenant{extra} AND {column} BETWEEN :low AND :high"
     found = sql_frame(
         session,
-        f"SELECT (SELECT MIN(idempotency_key) {bounds}) AS low, "
-        f"(SELECT MAX(idempotency_key) {bounds}) AS high",
+        f"SELECT (SELECT MIN({column}) {bounds}) AS low, (SELECT MAX({column}) {bounds}) AS high",
         low=low,
         high=high,
+        **params,
     )
     first, last = found.row(0)
     if first is None:
