@@ -39,7 +39,7 @@ from crmctl.erasure.suppression import find_suppressed
 from crmctl.errors import InputError, RejectRateExceeded
 from crmctl.identity import normalize as nz
 from crmctl.importers import graph_fields as gf
-from crmctl.importers.graph_sql import deferred_indexes, lookup, update_from_frame
+from crmctl.importers.graph_sql import ReferenceMaps, deferred_indexes, lookup, update_from_frame
 from crmctl.importers.presets import preset_aliases
 from crmctl.importers.reader import (
     DEFAULT_BATCH_ROWS,
@@ -88,6 +88,8 @@ BULK_LOAD_KEEP = {"stage_change": ("ix_stage_change_tenant_deal_at",)}
 # when the file adds at least half as many rows as the table already holds.
 BULK_LOAD_BYTES_PER_ROW = 100
 NO_REJECTS = pl.DataFrame(schema=REJECT_SCHEMA)
+REFERENCED_TABLES = ("account", "contact", "deal")
+REFERENCE_MAP_MAX_ROWS = 2_000_000  # ~150 MB of maps at most (see ReferenceMaps)
 NORMALISED_MEMO_ROWS = 500_000  # raw -> normalised reference keys kept across batches, per normaliser
 LAST_INTERACTION_FLUSH = 1_000_000  # contacts held before the projection is written out
 
@@ -180,6 +182,7 @@ def import_file(db: Database, kind: str, path: Path, options: ImportOptions) -> 
         dry_run=options.dry_run,
     )
     run = _Run(kind=kind, options=options, mapping=mapping, result=result)
+    run.references = ReferenceMaps(_mapped_references(db, kind, path))
     result.table(TABLES[kind])
     if not options.dry_run:
         result.import_run_id = _start_run(db, kind, path, table.sha256, options, mapping)
@@ -240,6 +243,26 @@ def _bulk_load(db: Database, table: str, path: Path, options: ImportOptions) -> 
     return size / BULK_LOAD_BYTES_PER_ROW >= int(stored or 0) / 2
 
 
+def _mapped_references(db: Database, kind: str, path: Path) -> list[str]:
+    """The referenced tables a SQLite import reads as whole-table maps (``ReferenceMaps``): those
+    the file likely refers to at least once per stored row, up to ``REFERENCE_MAP_MAX_ROWS`` (so the
+    maps' memory has a ceiling), never the table the import writes."""
+    if db.is_postgresql:
+        return []
+    file_rows = path.stat().st_size / BULK_LOAD_BYTES_PER_ROW
+    mapped = []
+    with db.session() as session:
+        for table in REFERENCED_TABLES:
+            if table == TABLES[kind]:
+                continue
+            stored = (
+                session.connection().exec_driver_sql(f"SELECT COALESCE(MAX(rowid), 0) FROM {table}").scalar()
+            )
+            if 0 < int(stored or 0) <= min(file_rows, REFERENCE_MAP_MAX_ROWS):
+                mapped.append(table)
+    return mapped
+
+
 def _skip_foreign_key_checks(session: Session) -> None:
     """SQLite: no per-row foreign key probes in this batch's transaction.
 
@@ -292,6 +315,7 @@ class _Run:
     last_interaction: pl.DataFrame | None = None  # contact_id -> latest occurred_at seen in the file
     # raw -> normalised reference keys already computed in this run, per normaliser (see by_normalised)
     normalised: dict[str, pl.DataFrame] = field(default_factory=dict)
+    references: ReferenceMaps = field(default_factory=lambda: ReferenceMaps(()))
 
     @property
     def source(self) -> str:
@@ -397,7 +421,7 @@ class _Run:
 
     def by_external_id(self, table: str, extras: Sequence[str] = ()) -> Finder:
         def find(session: Session, raw: pl.Series) -> pl.DataFrame:
-            found = lookup(
+            found = self.references.lookup(
                 session,
                 table,
                 "external_id",
@@ -421,7 +445,9 @@ class _Run:
     ) -> Finder:
         def find(session: Session, raw: pl.Series) -> pl.DataFrame:
             pairs = self.normalise_keys(f"{table}.{column}", raw, normalise).drop_nulls("key")
-            found = lookup(session, table, column, pairs["key"], select=("id", *extras), where=where)
+            found = self.references.lookup(
+                session, table, column, pairs["key"], select=("id", *extras), where=where
+            )
             return _counted(pairs.join(found, on="key", how="inner").drop("key"))
 
         return find
