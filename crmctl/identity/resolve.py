@@ -18,6 +18,7 @@ different people:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import combinations
 
 import polars as pl
@@ -164,6 +165,7 @@ class _NameComparer:
         self.similarity = rules.name_similarity
         self.first = nodes["first"].to_list()
         self.last = nodes["last"].to_list()
+        self._levels: dict[tuple[str | None, ...], str] = {}  # the chain guard asks the same pairs again
 
     def score_pairs(self, pairs: pl.DataFrame, rules: ResolutionRules) -> pl.DataFrame:
         if pairs.height == 0:
@@ -192,6 +194,13 @@ class _NameComparer:
         compatible: equal after nicknames, an initial, a typo (Jaro-Winkler >= name_similarity) or
         written swapped; similar: close but not that close (Jaro-Winkler >= 0.7 on each part,
         e.g. 'Jaak' / 'Jack'), enough beside an email, not beside a shared phone."""
+        key = (fa, la, fb, lb)
+        found = self._levels.get(key)
+        if found is None:
+            found = self._levels[key] = self._level(fa, la, fb, lb)
+        return found
+
+    def _level(self, fa: str | None, la: str | None, fb: str | None, lb: str | None) -> str:
         if (fa is None and la is None) or (fb is None and lb is None):
             return "unknown"
         if fa and la and fb and lb:
@@ -219,6 +228,7 @@ class _NameComparer:
         return self.level(self.first[a], self.last[a], self.first[b], self.last[b]) == "conflict"
 
     @staticmethod
+    @lru_cache(maxsize=500_000)
     def _sim(x: str, y: str) -> float:
         """Similarity of two name parts, nickname-canonical: the best over the forms each stands
         for, so a typo of a nickname ('Bety', 'Sndra') still matches its formal name."""
