@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from sqlalchemy import Index
 from sqlmodel import Session
 
 from crmctl.db.bulk import allocate_ids, insert_frame
@@ -39,7 +40,13 @@ from crmctl.erasure.suppression import find_suppressed
 from crmctl.errors import InputError, RejectRateExceeded
 from crmctl.identity import normalize as nz
 from crmctl.importers import graph_fields as gf
-from crmctl.importers.graph_sql import ReferenceMaps, deferred_indexes, lookup, update_from_frame
+from crmctl.importers.graph_sql import (
+    ReferenceMaps,
+    bulk_load_indexes,
+    deferred_indexes,
+    lookup,
+    update_from_frame,
+)
 from crmctl.importers.presets import preset_aliases
 from crmctl.importers.reader import (
     DEFAULT_BATCH_ROWS,
@@ -84,6 +91,9 @@ BULK_LOAD_BYTES = 8 * 1024 * 1024
 # that grew with the table. History files list a deal's rows together, so its entries go in near
 # the end of the index, cheap to maintain as rows arrive.
 BULK_LOAD_KEEP = {"stage_change": ("ix_stage_change_tenant_deal_at",)}
+# Indexes of other tables a bulk load also defers: a stage-history load updates each deal's
+# entered_* projections batch after batch, and the deals' covering report index holds them.
+BULK_LOAD_ALSO = {"stage_change": ("ix_deal_tenant_pipeline_stage",)}
 # A low guess at a CSV row's size: a rebuild re-sorts the whole table, so a bulk load is only chosen
 # when the file adds at least half as many rows as the table already holds.
 BULK_LOAD_BYTES_PER_ROW = 100
@@ -191,7 +201,7 @@ def import_file(db: Database, kind: str, path: Path, options: ImportOptions) -> 
     try:
         with (
             RejectWriter(options.rejects_path) as writer,
-            deferred_indexes(db, TABLES[kind], enabled=bulk, keep=BULK_LOAD_KEEP.get(TABLES[kind], ())),
+            deferred_indexes(db, _deferrable(TABLES[kind]), enabled=bulk),
         ):
             if options.dry_run:
                 # One transaction, rolled back: later batches see what earlier ones would have written.
@@ -227,6 +237,10 @@ def import_file(db: Database, kind: str, path: Path, options: ImportOptions) -> 
             f"above --max-reject-rate {options.max_reject_rate:.1%}); the other rows were imported."
         )
     return result
+
+
+def _deferrable(table: str) -> list[Index]:
+    return bulk_load_indexes(table, keep=BULK_LOAD_KEEP.get(table, ()), also=BULK_LOAD_ALSO.get(table, ()))
 
 
 def _bulk_load(db: Database, table: str, path: Path, options: ImportOptions) -> bool:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import polars as pl
+from sqlalchemy import Index
 from sqlmodel import Session
 
 from crmctl.db import models
@@ -163,18 +164,26 @@ def update_from_frame(
     return int(result.rowcount or 0)
 
 
-@contextmanager
-def deferred_indexes(db: Database, table: str, *, enabled: bool, keep: Sequence[str] = ()) -> Iterator[None]:
-    """A SQLite bulk load: drop ``table``'s non-unique indexes for the duration and build them once
-    at the end (a sorted build, several times cheaper than maintaining them row by row).
-
-    Unique indexes stay (idempotency keys rely on them), and so do the indexes named in ``keep``
-    (ones the import itself reads through while it loads). The indexes are rebuilt when the block
-    ends however it ends, and at the start of every import (``enabled`` or not), so a killed bulk
-    load leaves them missing only until the next import of that table."""
-    indexes = [
-        ix for ix in models.SQLModel.metadata.tables[table].indexes if not ix.unique and ix.name not in keep
+def bulk_load_indexes(table: str, *, keep: Sequence[str] = (), also: Sequence[str] = ()) -> list[Index]:
+    """The indexes a bulk load of ``table`` defers: its non-unique ones but those in ``keep``, and
+    the indexes named in ``also`` (of other tables the load updates row by row)."""
+    tables = models.SQLModel.metadata.tables
+    indexes = [ix for ix in tables[table].indexes if not ix.unique and ix.name not in keep]
+    others = [
+        ix for other in tables.values() if other.name != table for ix in other.indexes if ix.name in also
     ]
+    return indexes + others
+
+
+@contextmanager
+def deferred_indexes(db: Database, indexes: Sequence[Index], *, enabled: bool) -> Iterator[None]:
+    """A SQLite bulk load: drop ``indexes`` (see :func:`bulk_load_indexes`) for the duration and
+    build them once at the end (a sorted build, several times cheaper than maintaining them row by
+    row). Unique indexes always stay (idempotency keys rely on them).
+
+    The indexes are rebuilt when the block ends however it ends, and at the start of every import
+    (``enabled`` or not), so a killed bulk load leaves them missing only until the next import of
+    that table."""
     writer = db.engine.execution_options(crmctl_write=True)
     if not db.is_postgresql:
         with sqlite_index_build(writer) as conn, conn.begin():

@@ -15,6 +15,7 @@ from sqlalchemy import inspect
 from crmctl.db.engine import Database
 from crmctl.demo.graph import GraphSizes, write_graph_files
 from crmctl.importers.graph import ImportOptions, import_file
+from crmctl.pipeline import history
 from tests.conftest import Cli
 from tests.importers.test_graph_import import query, scalar
 
@@ -71,6 +72,29 @@ def test_a_sqlite_bulk_load_rebuilds_the_indexes_it_deferred(cli: Cli, db: Datab
     assert _indexes(db, "interaction") == before
     again = import_file(db, "interactions", files.paths["interactions"], options)
     assert (again.tables["interaction"].created, again.tables["interaction"].skipped) == (0, 2_000)
+
+
+def test_a_sqlite_stage_history_bulk_load_keeps_projections_and_rebuilds_the_deal_index(
+    cli: Cli, db: Database, tmp_path: Path
+) -> None:
+    sizes = GraphSizes(accounts=10, contacts=50, deals=300, stage_changes=1_500, interactions=1, tickets=1)
+    files = write_graph_files(tmp_path, sizes, seed=3, as_of=date(2026, 6, 30))
+    for kind in ("accounts", "contacts", "deals"):
+        cli("import", kind, str(files.paths[kind]), "--source", "demo")
+    before = {table: _indexes(db, table) for table in ("deal", "stage_change")}
+    options = ImportOptions(source="demo", bulk_load_bytes=0, batch_rows=400)
+    result = import_file(db, "stage-changes", files.paths["stage-changes"], options)
+    assert result.tables["stage_change"].created > 1_000
+    assert {table: _indexes(db, table) for table in before} == before
+    with db.session(write=True) as session:  # the projections written batch by batch are final
+        assert history.refresh(session) == 0
+    projected = query(
+        db,
+        "SELECT count(*) FROM deal d JOIN stage_change s ON s.deal_id = d.id AND s.valid_until IS NULL "
+        "WHERE d.entered_pipeline_at = s.entered_pipeline_at AND (d.entered_stage_at = s.entered_stage_at "
+        "OR d.entered_stage_at IS NULL AND s.entered_stage_at IS NULL)",
+    )
+    assert projected == [(scalar(db, "SELECT count(DISTINCT deal_id) FROM stage_change"),)]
 
 
 def _indexes(db: Database, table: str) -> set[str]:
