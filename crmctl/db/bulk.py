@@ -19,7 +19,7 @@ from sqlmodel import Session
 
 SQLITE_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S.%6f"  # what SQLAlchemy's SQLite DateTime stores
 COPY_CHUNK_ROWS = 200_000
-SQLITE_ROWS_PER_STATEMENT = 40
+SQLITE_ROWS_PER_STATEMENT = 300
 SQLITE_MAX_PARAMETERS = 32_000  # SQLite's limit is 32,766 bound parameters per statement
 
 
@@ -138,8 +138,10 @@ def insert_frame(target: Session | Connection, table: str, frame: pl.DataFrame) 
             raw.executemany(insert + f"({placeholders})", [()] * ready.height)
             return frame.height
         rows = ready.select(bound).iter_rows()
-        # Several rows per statement: each executemany step costs about as much as binding a row, so
-        # 40 rows a step took 29% less CPU for 1M rows (rows keep their order, so ids follow it).
+        # Several rows per statement: each executemany step costs about as much as binding a row.
+        # For 500k rows of 9 bound columns into a table with a unique index: 2.19 CPU s one row a
+        # step, 1.56 s at 40 rows, 1.06 s at 300, 1.2 s at 1,000 (rows keep their order, so ids
+        # follow it).
         per_step = max(1, min(SQLITE_ROWS_PER_STATEMENT, SQLITE_MAX_PARAMETERS // len(bound)))
         steps = ready.height // per_step
         if steps and per_step > 1:

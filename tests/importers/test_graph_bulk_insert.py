@@ -24,6 +24,15 @@ FRAMES = {
         {"name": ["x"], "n": [-(2**63)], "label": ["é\u2603"], "qty": [None], "empty": [None]}
     ),
     "all constant": pl.DataFrame({"name": ["t"] * 4, "n": [0] * 4, "label": ["z"] * 4, "qty": [2.0] * 4}),
+    # several multi-row statements and single-row remainders
+    "many rows": pl.DataFrame(
+        {
+            "name": [f"n{i}" for i in range(1_234)],
+            "n": list(range(1_234)),
+            "label": [None if i % 7 else "x" for i in range(1_234)],
+            "qty": [i / 4 for i in range(1_234)],
+        }
+    ),
 }
 
 
