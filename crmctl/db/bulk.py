@@ -170,11 +170,14 @@ def allocate_ids(target: Session | Connection, table: str, count: int) -> list[i
         return []
     conn = _connection(target)
     if conn.dialect.name == "postgresql":
-        # one array, not one result row per id (fetching 100k rows cost more than drawing them)
+        # one array, not one result row per id (fetching 100k rows cost more than drawing them);
+        # the sequence is looked up first, once: pg_get_serial_sequence inside nextval() ran per
+        # id and cost several times the draw itself (100k ids: ~300 ms against ~45-90 ms)
+        sequence = conn.exec_driver_sql("SELECT pg_get_serial_sequence(%s, 'id')", (table,)).scalar()
         ids = conn.exec_driver_sql(
             "SELECT array_agg(id ORDER BY id) FROM "
-            "(SELECT nextval(pg_get_serial_sequence(%s, 'id')) AS id FROM generate_series(1, %s)) AS drawn",
-            (table, count),
+            "(SELECT nextval(%s::regclass) AS id FROM generate_series(1, %s)) AS drawn",
+            (sequence, count),
         ).scalar()
         return list(ids)
     start = conn.exec_driver_sql(f'SELECT COALESCE(MAX(id), 0) + 1 FROM "{table}"').scalar() or 1
