@@ -14,8 +14,6 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -768,39 +766,17 @@ def _update_existing(session: Session, values: pl.DataFrame, landing: pl.DataFra
         if dialect_of(session) == "postgresql"
         else ("contact NOT INDEXED", " AND contact.id IN (SELECT winner FROM temp.lead_fill)")
     )
-    with _index_seeks(session):
-        conn.execute(
-            text(
-                f"UPDATE {target} SET {sets}, updated_at = :now FROM lead_fill t "
-                f"WHERE contact.tenant_id = :t AND contact.id = t.winner{seek} AND ({gains})"
-            ),
-            {"now": now, "t": tenant},
-        )
+    conn.execute(
+        text(
+            f"UPDATE {target} SET {sets}, updated_at = :now FROM lead_fill t "
+            f"WHERE contact.tenant_id = :t AND contact.id = t.winner{seek} AND ({gains})"
+        ),
+        {"now": now, "t": tenant},
+    )
     if dialect_of(session) != "postgresql":
         # The temporary table outlives the transaction on a pooled SQLite connection: leave no
         # personal data in it (PostgreSQL drops it on commit).
         conn.exec_driver_sql("DELETE FROM temp.lead_fill")
-
-
-@contextmanager
-def _index_seeks(session: Session) -> Iterator[None]:
-    """PostgreSQL: the statements inside join a batch-sized set to ``contact`` by primary key
-    through one index seek per row (nested loop), not by hashing the tenant's whole table.
-
-    The tables this import fills have no statistics (the application role may not ANALYZE them,
-    and autovacuum is behind a bulk load): the planner takes ``tenant_id = ?`` for a few hundred
-    rows and hashes every contact of the tenant, spilling to disk, for each batch — a cost that
-    grows with the table, not the batch (100k people: ~150 ms of each 26k-row fill UPDATE went to
-    hashing 146k contacts; with seeks the UPDATE took 489 ms instead of 793 ms)."""
-    if dialect_of(session) != "postgresql":
-        yield
-        return
-    conn = session.connection()
-    conn.exec_driver_sql("SET LOCAL enable_hashjoin = off")
-    conn.exec_driver_sql("SET LOCAL enable_mergejoin = off")
-    yield  # on an error the transaction rolls back, and SET LOCAL with it
-    conn.exec_driver_sql("SET LOCAL enable_hashjoin TO DEFAULT")
-    conn.exec_driver_sql("SET LOCAL enable_mergejoin TO DEFAULT")
 
 
 def _candidate_values(recs: pl.DataFrame) -> pl.DataFrame:
@@ -932,10 +908,7 @@ def _merge_decisions(
                 "FROM unnest(%(w)s::bigint[], %(l)s::bigint[]) AS u(w, l) "
                 "WHERE contact.tenant_id = %(t)s AND contact.id = u.l"
             )
-            with _index_seeks(session):
-                session.connection().exec_driver_sql(
-                    sql, {"w": winners, "l": loser_ids, "now": now, "t": tenant}
-                )
+            session.connection().exec_driver_sql(sql, {"w": winners, "l": loser_ids, "now": now, "t": tenant})
         else:
             sql = "UPDATE contact SET merged_into_id = :w, updated_at = :now WHERE tenant_id = :t AND id = :l"
             session.connection().execute(
