@@ -30,6 +30,7 @@ from crmctl.identity.normalize import NICKNAME_TO_CANONICAL
 from crmctl.identity.records import FIELD_ALIASES, FIELDS, normalise_records, record_keys
 from crmctl.identity.resolve import resolve
 from crmctl.identity.rules import ResolutionRules
+from crmctl.importers.bulk_load import bulk_load_indexes, deferred_indexes, worth_deferring
 from crmctl.importers.reader import (
     DEFAULT_BATCH_ROWS,
     ROW_COLUMN,
@@ -105,6 +106,15 @@ def _empty_counts() -> dict[str, Any]:
     }
 
 
+# A large SQLite lead import builds these once at the end (see bulk_load): it reads contacts by id
+# and candidates through contact_identifier, never through them; the index of identifiers by
+# contact it does read.
+BULK_LOAD_INDEXES = bulk_load_indexes(
+    ["contact", "contact_identifier", "source_record", "merge_decision", "review_item"],
+    keep=["ix_contact_identifier_contact"],
+)
+
+
 def import_leads(db: Database, options: LeadImportOptions) -> LeadImportResult:
     """Import every file in ``options.paths`` (checked first, all of them, before writing)."""
     started = time.perf_counter()
@@ -143,16 +153,18 @@ def import_leads(db: Database, options: LeadImportOptions) -> LeadImportResult:
             except _DryRun:
                 pass
         else:
-            for table in tables:
-                with db.session(write=True) as session:
-                    run_id = _start_run(session, options, table)
-                run_ids.append(run_id)
-                file_counts = _empty_counts()
-                _import_table(
-                    db, None, table, mappings[table.path.name], run_id, options, file_counts, rejects
-                )
-                _finish_run(db, run_id, file_counts)
-                _add_counts(counts, file_counts)
+            size = sum(table.path.stat().st_size for table in tables)
+            with deferred_indexes(db, BULK_LOAD_INDEXES, enabled=worth_deferring(db, "contact", size)):
+                for table in tables:
+                    with db.session(write=True) as session:
+                        run_id = _start_run(session, options, table)
+                    run_ids.append(run_id)
+                    file_counts = _empty_counts()
+                    _import_table(
+                        db, None, table, mappings[table.path.name], run_id, options, file_counts, rejects
+                    )
+                    _finish_run(db, run_id, file_counts)
+                    _add_counts(counts, file_counts)
     finally:
         rejects.close()
     return LeadImportResult(
@@ -322,15 +334,25 @@ def _select_in(
         # import has none, and the planner then reads `tenant_id = ? AND id = ANY(…)` as a scan
         # of the tenant's rows per chunk
         array = "bigint[]" if values and isinstance(values[0], int) else "text[]"
+        # the rows come back as one array per column: one result row instead of one per hit
+        # (100k people: the rows, made into Python rows and then a frame, cost the client more
+        # than the seeks cost the server; 45k hits: 0.25 s against 0.59 s)
+        names = [f"c{i}" for i in range(len(schema))]
         statement = (
-            f"SELECT x.* FROM unnest(%(v)s::{array}) AS u(probe) CROSS JOIN LATERAL ({statement}) AS x"
+            f"SELECT {', '.join(f'array_agg({n})' for n in names)} FROM "
+            f"(SELECT x.* FROM unnest(%(v)s::{array}) AS u(probe) CROSS JOIN LATERAL ({statement}) AS x) "
+            f"AS hits({', '.join(names)})"
         )
     parts = []
     size = PROBE_CHUNK["postgresql" if postgres else "sqlite"]
     for start in range(0, len(values), size):
         chunk = values[start : start + size]
-        bound = list(chunk) if postgres else json.dumps(chunk)
-        rows = conn.exec_driver_sql(statement, {**params, "v": bound}).fetchall()
+        if postgres:
+            columns = conn.exec_driver_sql(statement, {**params, "v": list(chunk)}).one()
+            if columns[0] is not None:  # array_agg of no rows is NULL
+                parts.append(pl.DataFrame(dict(zip(schema, columns, strict=True)), schema=schema))
+            continue
+        rows = conn.exec_driver_sql(statement, {**params, "v": json.dumps(chunk)}).fetchall()
         if rows:
             parts.append(pl.DataFrame(rows, schema=schema, orient="row"))
     return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
