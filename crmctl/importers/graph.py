@@ -40,13 +40,14 @@ from crmctl.erasure.suppression import find_suppressed
 from crmctl.errors import InputError, RejectRateExceeded
 from crmctl.identity import normalize as nz
 from crmctl.importers import graph_fields as gf
-from crmctl.importers.graph_sql import (
-    ReferenceMaps,
+from crmctl.importers.bulk_load import (
+    BULK_LOAD_BYTES,
+    BULK_LOAD_BYTES_PER_ROW,
     bulk_load_indexes,
     deferred_indexes,
-    lookup,
-    update_from_frame,
+    worth_deferring,
 )
+from crmctl.importers.graph_sql import ReferenceMaps, lookup, update_from_frame
 from crmctl.importers.presets import preset_aliases
 from crmctl.importers.reader import (
     DEFAULT_BATCH_ROWS,
@@ -82,10 +83,9 @@ TABLES = {
     "contracts": "contract",
     "tickets": "support_ticket",
 }
-# From this file size on, a SQLite import builds the target table's non-unique indexes once at the
-# end (a sorted build) instead of row by row; see graph_sql.deferred_indexes. The importers' own
-# lookups into the target table use its unique indexes, which stay, and the indexes below.
-BULK_LOAD_BYTES = 8 * 1024 * 1024
+# A large SQLite import builds the target table's non-unique indexes once at the end (see
+# bulk_load). The importers' own lookups into the target table use its unique indexes, which stay,
+# and the indexes below.
 # Indexes a bulk load keeps: the stage-history projection reads each batch's deals' latest rows
 # (history.latest_rows, by deal); without this index every batch walked the whole table, a cost
 # that grew with the table. History files list a deal's rows together, so its entries go in near
@@ -94,9 +94,6 @@ BULK_LOAD_KEEP = {"stage_change": ("ix_stage_change_tenant_deal_at",)}
 # Indexes of other tables a bulk load also defers: a stage-history load updates each deal's
 # entered_* projections batch after batch, and the deals' covering report index holds them.
 BULK_LOAD_ALSO = {"stage_change": ("ix_deal_tenant_pipeline_stage",)}
-# A low guess at a CSV row's size: a rebuild re-sorts the whole table, so a bulk load is only chosen
-# when the file adds at least half as many rows as the table already holds.
-BULK_LOAD_BYTES_PER_ROW = 100
 NO_REJECTS = pl.DataFrame(schema=REJECT_SCHEMA)
 REFERENCED_TABLES = ("account", "contact", "deal")
 REFERENCE_MAP_MAX_ROWS = 2_000_000  # ~150 MB of maps at most (see ReferenceMaps)
@@ -240,21 +237,14 @@ def import_file(db: Database, kind: str, path: Path, options: ImportOptions) -> 
 
 
 def _deferrable(table: str) -> list[Index]:
-    return bulk_load_indexes(table, keep=BULK_LOAD_KEEP.get(table, ()), also=BULK_LOAD_ALSO.get(table, ()))
+    return bulk_load_indexes([table], keep=BULK_LOAD_KEEP.get(table, ()), also=BULK_LOAD_ALSO.get(table, ()))
 
 
 def _bulk_load(db: Database, table: str, path: Path, options: ImportOptions) -> bool:
-    """Whether a SQLite import defers ``table``'s non-unique indexes (see ``deferred_indexes``)."""
-    if db.is_postgresql or options.dry_run:
+    """Whether a SQLite import defers ``table``'s non-unique indexes (see ``bulk_load``)."""
+    if options.dry_run:
         return False
-    size = path.stat().st_size
-    if size < options.bulk_load_bytes:
-        return False
-    with db.session() as session:
-        stored = (
-            session.connection().exec_driver_sql(f'SELECT COALESCE(MAX(rowid), 0) FROM "{table}"').scalar()
-        )
-    return size / BULK_LOAD_BYTES_PER_ROW >= int(stored or 0) / 2
+    return worth_deferring(db, table, path.stat().st_size, min_bytes=options.bulk_load_bytes)
 
 
 def _mapped_references(db: Database, kind: str, path: Path) -> list[str]:

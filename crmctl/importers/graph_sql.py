@@ -7,17 +7,14 @@ temporary table with the same writer and apply them with one ``UPDATE … FROM``
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Index
 from sqlmodel import Session
 
-from crmctl.db import models
 from crmctl.db.bulk import insert_frame
-from crmctl.db.engine import Database, dialect_of, sqlite_index_build, tenant_of
+from crmctl.db.engine import dialect_of, tenant_of
 from crmctl.db.sql import execute, frame, in_list, list_param
 
 LOOKUP_CHUNK = 50_000
@@ -162,42 +159,3 @@ def update_from_frame(
     )
     execute(session, f"DROP TABLE {temp}")
     return int(result.rowcount or 0)
-
-
-def bulk_load_indexes(table: str, *, keep: Sequence[str] = (), also: Sequence[str] = ()) -> list[Index]:
-    """The indexes a bulk load of ``table`` defers: its non-unique ones but those in ``keep``, and
-    the indexes named in ``also`` (of other tables the load updates row by row)."""
-    tables = models.SQLModel.metadata.tables
-    indexes = [ix for ix in tables[table].indexes if not ix.unique and ix.name not in keep]
-    others = [
-        ix for other in tables.values() if other.name != table for ix in other.indexes if ix.name in also
-    ]
-    return indexes + others
-
-
-@contextmanager
-def deferred_indexes(db: Database, indexes: Sequence[Index], *, enabled: bool) -> Iterator[None]:
-    """A SQLite bulk load: drop ``indexes`` (see :func:`bulk_load_indexes`) for the duration and
-    build them once at the end (a sorted build, several times cheaper than maintaining them row by
-    row). Unique indexes always stay (idempotency keys rely on them).
-
-    The indexes are rebuilt when the block ends however it ends, and at the start of every import
-    (``enabled`` or not), so a killed bulk load leaves them missing only until the next import of
-    that table."""
-    writer = db.engine.execution_options(crmctl_write=True)
-    if not db.is_postgresql:
-        with sqlite_index_build(writer) as conn, conn.begin():
-            for index in indexes:
-                index.create(conn, checkfirst=True)
-    if not enabled:
-        yield
-        return
-    with writer.begin() as conn:
-        for index in indexes:
-            index.drop(conn, checkfirst=True)
-    try:
-        yield
-    finally:
-        with sqlite_index_build(writer) as conn, conn.begin():
-            for index in indexes:
-                index.create(conn, checkfirst=True)

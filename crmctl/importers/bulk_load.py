@@ -1,0 +1,77 @@
+"""SQLite bulk loads shared by the importers: defer non-unique indexes while a large file loads,
+then build them once, sorted (several times cheaper than maintaining them row by row).
+
+PostgreSQL keeps its indexes (its inserts go through COPY and its index upkeep is not the cost).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, Index
+
+from crmctl.db import models
+from crmctl.db.engine import Database, sqlite_index_build
+
+# From this file size on, an import may defer indexes (a small file is cheaper row by row).
+BULK_LOAD_BYTES = 8 * 1024 * 1024
+# A low guess at a CSV row's size: a rebuild re-sorts the whole table, so a bulk load is only chosen
+# when the files add at least half as many rows as the table already holds.
+BULK_LOAD_BYTES_PER_ROW = 100
+
+
+def worth_deferring(db: Database, table: str, file_bytes: int, *, min_bytes: int = BULK_LOAD_BYTES) -> bool:
+    """Whether loading ``file_bytes`` of input into ``table`` should defer its indexes (SQLite)."""
+    if db.is_postgresql or file_bytes < min_bytes:
+        return False
+    with db.session() as session:
+        stored = (
+            session.connection().exec_driver_sql(f'SELECT COALESCE(MAX(rowid), 0) FROM "{table}"').scalar()
+        )
+    return file_bytes / BULK_LOAD_BYTES_PER_ROW >= int(stored or 0) / 2
+
+
+def bulk_load_indexes(
+    tables: Sequence[str], *, keep: Sequence[str] = (), also: Sequence[str] = ()
+) -> list[Index]:
+    """The indexes a bulk load of ``tables`` defers: their non-unique ones but those in ``keep``
+    (ones the import reads through while it loads), and the indexes named in ``also`` (of other
+    tables the load updates row by row)."""
+    metadata = models.SQLModel.metadata.tables
+    return [
+        ix
+        for table in metadata.values()
+        for ix in table.indexes
+        if (table.name in tables and not ix.unique and ix.name not in keep) or ix.name in also
+    ]
+
+
+@contextmanager
+def deferred_indexes(db: Database, indexes: Sequence[Index], *, enabled: bool) -> Iterator[None]:
+    """A SQLite bulk load: drop ``indexes`` (see :func:`bulk_load_indexes`) for the duration and
+    build them once at the end. Unique indexes always stay (idempotency keys rely on them).
+
+    The indexes are rebuilt when the block ends however it ends, and at the start of every import
+    (``enabled`` or not), so a killed bulk load leaves them missing only until the next import."""
+    if db.is_postgresql:
+        yield
+        return
+    writer = db.engine.execution_options(crmctl_write=True)
+    _create(writer, indexes)
+    if not enabled:
+        yield
+        return
+    with writer.begin() as conn:
+        for index in indexes:
+            index.drop(conn, checkfirst=True)
+    try:
+        yield
+    finally:
+        _create(writer, indexes)
+
+
+def _create(writer: Engine, indexes: Sequence[Index]) -> None:
+    with sqlite_index_build(writer) as conn, conn.begin():
+        for index in indexes:
+            index.create(conn, checkfirst=True)
