@@ -1,6 +1,7 @@
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import polars as pl
@@ -161,3 +162,26 @@ def test_reject_writer_and_overlong_fields(tmp_path: Path) -> None:
     with RejectWriter(tmp_path / "none.csv") as writer:
         writer.add(overlong_fields(batch, ["note"], max_chars=100))
     assert not (tmp_path / "none.csv").exists()
+
+
+@pytest.mark.parametrize("chunk_bytes", ["1024", None])
+def test_small_read_chunks_split_no_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_bytes: str | None
+) -> None:
+    """CSV is read in bounded chunks (reader.POLARS_CSV_CHUNK_BYTES unless the user set polars'
+    own setting): rows with quoted delimiters and line breaks survive every chunk boundary."""
+    if chunk_bytes is None:
+        monkeypatch.delenv("POLARS_CSV_CHUNK_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("POLARS_CSV_CHUNK_SIZE", chunk_bytes)
+    path = tmp_path / "quoted.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "note"])
+        writer.writerows([[str(i), f'line one, {i}\nline "two"\r\n{"é" * (i % 50)}'] for i in range(3000)])
+    rows = pl.concat(list(open_table(path, batch_rows=700).batches()))
+    with path.open(newline="", encoding="utf-8") as fh:
+        expected = list(csv.DictReader(fh))
+    assert rows[ROW_COLUMN].to_list() == list(range(1, 3001))
+    assert rows.select("id", "note").to_dicts() == expected
+    assert os.environ["POLARS_CSV_CHUNK_SIZE"] == (chunk_bytes or str(4 << 20))
