@@ -1,7 +1,6 @@
-"""A large SQLite lead import defers the indexes it never reads while it loads (bulk_load); the
-SQLite-only path: PostgreSQL keeps its indexes); the result is the same contacts, merges and
-source links as a row-by-row load, and every index is
-back afterwards."""
+"""A large SQLite lead import defers the indexes it never reads while it loads (bulk_load; a
+SQLite-only path: PostgreSQL keeps its indexes). The result is the same contacts, merges and
+source links as a row-by-row load, and every index is back afterwards."""
 
 from __future__ import annotations
 
