@@ -332,7 +332,9 @@ def _select_in(
     if postgres:
         # one index seek per value, whatever the statistics: a fresh database filled by this
         # import has none, and the planner then reads `tenant_id = ? AND id = ANY(…)` as a scan
-        # of the tenant's rows per chunk
+        # of the tenant's rows per chunk. OFFSET 0 keeps the LATERAL subquery a subquery: pulled
+        # up into a plain join, it was hashed with every identifier of the tenant of that kind
+        # (172k rows per 20k-value chunk at 100k people), a cost that grows with the table
         array = "bigint[]" if values and isinstance(values[0], int) else "text[]"
         # the rows come back as one array per column: one result row instead of one per hit
         # (100k people: the rows, made into Python rows and then a frame, cost the client more
@@ -340,7 +342,8 @@ def _select_in(
         names = [f"c{i}" for i in range(len(schema))]
         statement = (
             f"SELECT {', '.join(f'array_agg({n})' for n in names)} FROM "
-            f"(SELECT x.* FROM unnest(%(v)s::{array}) AS u(probe) CROSS JOIN LATERAL ({statement}) AS x) "
+            f"(SELECT x.* FROM unnest(%(v)s::{array}) AS u(probe) "
+            f"CROSS JOIN LATERAL ({statement} OFFSET 0) AS x) "
             f"AS hits({', '.join(names)})"
         )
     parts = []
