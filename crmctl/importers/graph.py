@@ -519,18 +519,11 @@ class _Run:
             subset=["external_id"], keep="last", maintain_order=True
         )
         counts.skipped += rows.height - latest.height  # superseded by a later row of the same file
-        keys = latest["external_id"]
-        span = _stored_key_span(
-            session, table, keys, column="external_id", where="external_source = :src", src=self.source
+        where = "external_source = :src"
+        maybe = _maybe_stored(
+            session, table, latest["external_id"], column="external_id", where=where, src=self.source
         )
-        found = lookup(
-            session,
-            table,
-            "external_id",
-            keys if span is None else keys.filter(keys.is_between(*span)),
-            where="external_source = :src",
-            src=self.source,
-        )
+        found = lookup(session, table, "external_id", maybe, where=where, src=self.source)
         latest = latest.join(
             found.rename({"key": "external_id"}), on="external_id", how="left", maintain_order="left"
         )
@@ -575,12 +568,9 @@ class _Run:
         counts = self.result.table(table)
         unique = rows.unique(subset=["idempotency_key"], keep="first", maintain_order=True)
         fresh = unique
-        span = _stored_key_span(session, table, unique["idempotency_key"])
-        if span is not None:
-            keys = unique["idempotency_key"]
-            stored = lookup(
-                session, table, "idempotency_key", keys.filter(keys.is_between(*span)), select=("id",)
-            )
+        maybe = _maybe_stored(session, table, unique["idempotency_key"])
+        if maybe.len():
+            stored = lookup(session, table, "idempotency_key", maybe, select=("id",))
             fresh = unique.join(
                 stored.select(pl.col("key").alias("idempotency_key")), on="idempotency_key", how="anti"
             )
@@ -615,7 +605,7 @@ class _Run:
         )
 
 
-def _stored_key_span(
+def _maybe_stored(
     session: Session,
     table: str,
     keys: pl.Series,
@@ -623,31 +613,32 @@ def _stored_key_span(
     column: str = "idempotency_key",
     where: str = "",
     **params: Any,
-) -> tuple[str, str] | None:
-    """The smallest and largest stored ``column`` value between the batch's smallest and largest
-    key (None: no stored key in that range): two probes of the column's unique index. Only the
-    batch's keys inside that span can be stored already, so a first import of ordered ids (the
-    common case) skips the per-key lookup, and a batch that overlaps the previous one by a few keys
-    (a deal's history split between two batches) looks up only those. SQLite compares text bytewise
-    like polars; PostgreSQL compares in the database's collation, so there the span is the batch's
-    whole range (no narrowing)."""
+) -> pl.Series:
+    """The keys of the batch that may be stored already, to look up one by one.
+
+    SQLite compares text bytewise, like polars: only the keys between the smallest and largest
+    stored key inside the batch's range can be stored (two probes of the unique index find that
+    span), so a first import of ordered ids looks up nothing, and a batch that overlaps the
+    previous one by a few keys (a deal's history split between two batches) looks up only those.
+    PostgreSQL compares in the database's collation, where the batch's bytewise smallest key need
+    not sort first (under en_US 'a1' < 'B1'): an empty range there proves nothing, so every key is
+    looked up."""
     present = keys.drop_nulls()
-    if present.is_empty():
-        return None
-    low, high = present.min(), present.max()
+    if present.is_empty() or dialect_of(session) != "sqlite":
+        return present
     extra = f" AND {where}" if where else ""
     bounds = f"FROM {table} WHERE tenant_id = :tenant{extra} AND {column} BETWEEN :low AND :high"
     found = sql_frame(
         session,
         f"SELECT (SELECT MIN({column}) {bounds}) AS low, (SELECT MAX({column}) {bounds}) AS high",
-        low=low,
-        high=high,
+        low=present.min(),
+        high=present.max(),
         **params,
     )
     first, last = found.row(0)
     if first is None:
-        return None
-    return (str(first), str(last)) if dialect_of(session) == "sqlite" else (str(low), str(high))
+        return present.clear()
+    return present.filter(present.is_between(str(first), str(last)))
 
 
 def _counted(found: pl.DataFrame) -> pl.DataFrame:

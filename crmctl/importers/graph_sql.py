@@ -66,7 +66,10 @@ class ReferenceMaps:
     def __init__(self, tables: Sequence[str]) -> None:
         self.tables = frozenset(tables)
         self._maps: dict[tuple[Any, ...], pl.DataFrame] = {}
-        self._version: tuple[int, int] | None = None
+        # the connection the maps were read on (held, so its id cannot pass to a new one) and the
+        # data_version it reported then
+        self._connection: object | None = None
+        self._version: int | None = None
 
     def lookup(
         self,
@@ -82,10 +85,12 @@ class ReferenceMaps:
         """The same rows as :func:`lookup`, from the table's map when ``table`` is mapped."""
         if table not in self.tables or dialect_of(session) != "sqlite":
             return lookup(session, table, column, keys, select=select, where=where, **params)
-        version = _data_version(session)
-        if version != self._version:
+        raw = session.connection().connection.driver_connection
+        assert raw is not None
+        version = int(raw.execute("PRAGMA data_version").fetchone()[0])
+        if raw is not self._connection or version != self._version:
             self._maps.clear()
-            self._version = version
+            self._connection, self._version = raw, version
         name = (table, column, tuple(select), where, tuple(sorted(params.items())))
         mapped = self._maps.get(name)
         if mapped is None:
@@ -100,13 +105,6 @@ class ReferenceMaps:
             self._maps[name] = mapped
         wanted = pl.DataFrame({"key": keys.drop_nulls().unique().cast(pl.String)})
         return mapped.join(wanted, on="key", how="semi").with_columns(pl.col("key").cast(keys.dtype))
-
-
-def _data_version(session: Session) -> tuple[int, int]:
-    """Which connection, and SQLite's count of other connections' commits as it last saw them."""
-    raw = session.connection().connection.driver_connection
-    assert raw is not None
-    return id(raw), int(raw.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _sqlite_frame(session: Session, sql: str, schema: dict[str, Any], **params: Any) -> pl.DataFrame:
