@@ -25,7 +25,7 @@ from sqlmodel import Session
 from crmctl.db import bulk
 from crmctl.db.engine import Database, dialect_of, tenant_of
 from crmctl.db.models import ImportRun, utcnow
-from crmctl.errors import InputError
+from crmctl.errors import CrmctlError, InputError
 from crmctl.identity.normalize import NICKNAME_TO_CANONICAL
 from crmctl.identity.records import FIELD_ALIASES, FIELDS, normalise_records, record_keys
 from crmctl.identity.resolve import resolve
@@ -528,6 +528,37 @@ def _candidates(
     )
 
 
+def _hold_existing(session: Session, contact_ids: pl.Series) -> None:
+    """PostgreSQL: lock the existing contacts this batch writes to or merges until it commits.
+
+    An erasure run may start while an import runs (they take different job locks). Unlocked, it
+    could pseudonymise a contact between this batch's read and its writes, and the batch's fill,
+    identifiers and source records would bring the person's data back. Locked, the erasure waits
+    for this batch and then scrubs what it wrote too; a contact erased before the lock stops the
+    batch (nothing of it is written), and a re-run finishes the job. SQLite needs nothing: a batch
+    holds the database's write lock from its first read."""
+    ids = sorted(set(contact_ids.drop_nulls().to_list()))
+    if dialect_of(session) != "postgresql" or not ids:
+        return
+    held = (
+        session.connection()
+        .execute(
+            text(
+                "SELECT count(*) FROM (SELECT id FROM contact WHERE tenant_id = :t AND id = ANY(:ids) "
+                "AND erased_at IS NULL ORDER BY id FOR NO KEY UPDATE) AS held"
+            ),
+            {"t": tenant_of(session), "ids": ids},
+        )
+        .scalar()
+    )
+    if held != len(ids):
+        raise CrmctlError(
+            "A contact this import was merging into was erased while the batch ran; "
+            "the batch was not written.",
+            hint="Run the same import again: it skips what is imported and finishes the rest.",
+        )
+
+
 def _write(
     session: Session,
     records: pl.DataFrame,
@@ -539,6 +570,7 @@ def _write(
     counts: dict[str, Any],
 ) -> None:
     tenant = tenant_of(session)
+    _hold_existing(session, contacts["contact_id"])
     now = utcnow()
     n_records = records.height
     clusters = resolution.clusters
@@ -803,7 +835,8 @@ def _update_existing(session: Session, values: pl.DataFrame, landing: pl.DataFra
     conn.execute(
         text(
             f"UPDATE {target} SET {sets}, updated_at = :now FROM lead_fill t "
-            f"WHERE contact.tenant_id = :t AND contact.id = t.winner{seek} AND ({gains})"
+            f"WHERE contact.tenant_id = :t AND contact.id = t.winner{seek} AND contact.erased_at IS NULL "
+            f"AND ({gains})"
         ),
         {"now": now, "t": tenant},
     )
