@@ -104,8 +104,9 @@ def _session_pragmas(cur: sqlite3.Cursor) -> None:
 @contextmanager
 def sqlite_index_build(engine: Engine) -> Iterator[Connection]:
     """A connection set up for building large indexes (see ``SQLITE_BUILD_CACHE_KIB``); the caller
-    begins its own transaction. temp_store only changes outside a transaction and while no temporary
-    table exists, hence a connection of its own, put back as it was afterwards."""
+    begins its own transaction. The settings are put back afterwards, as the pool hands this
+    connection on. Changing temp_store drops the connection's temporary tables: only
+    transaction-scoped ones may be in use around it (the importers create theirs per batch)."""
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
         assert isinstance(raw, sqlite3.Connection)

@@ -6,10 +6,14 @@ PostgreSQL keeps its indexes (its inserts go through COPY and its index upkeep i
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import filelock
 from sqlalchemy import Engine, Index
+from sqlalchemy.engine import make_url
 
 from crmctl.db import models
 from crmctl.db.engine import Database, sqlite_index_build
@@ -52,26 +56,52 @@ def deferred_indexes(db: Database, indexes: Sequence[Index], *, enabled: bool) -
     """A SQLite bulk load: drop ``indexes`` (see :func:`bulk_load_indexes`) for the duration and
     build them once at the end. Unique indexes always stay (idempotency keys rely on them).
 
-    The indexes are rebuilt when the block ends however it ends, and at the start of every import
-    (``enabled`` or not), so a killed bulk load leaves them missing only until the next import."""
+    Every SQLite import first builds whatever model index is missing (a killed bulk load leaves
+    some), except while another process's bulk load has them down: a database-wide file lock
+    (the job locks are per tenant, the indexes are not) marks a bulk load from its drop to its
+    rebuild. An import that cannot take it loads row by row and leaves the indexes to that load."""
     if db.is_postgresql:
         yield
         return
-    writer = db.engine.execution_options(crmctl_write=True)
-    _create(writer, indexes)
-    if not enabled:
+    lock = _bulk_load_lock(db)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
         yield
         return
-    with writer.begin() as conn:
-        for index in indexes:
-            index.drop(conn, checkfirst=True)
+    writer = db.engine.execution_options(crmctl_write=True)
     try:
-        yield
+        _create_missing(writer)
+        if not enabled:
+            lock.release()
+            yield
+            return
+        with writer.begin() as conn:
+            for index in indexes:
+                index.drop(conn, checkfirst=True)
+        try:
+            yield
+        finally:
+            _create_missing(writer)
     finally:
-        _create(writer, indexes)
+        if lock.is_locked:
+            lock.release()
 
 
-def _create(writer: Engine, indexes: Sequence[Index]) -> None:
+def _bulk_load_lock(db: Database) -> filelock.FileLock:
+    database = make_url(db.url).database or ""
+    if not database or database == ":memory:":  # one connection's database: no other process
+        database = os.path.join(tempfile.gettempdir(), f"crmctl-memory-{os.getpid()}")
+    return filelock.FileLock(f"{database}.bulk-load.lock")
+
+
+def _create_missing(writer: Engine) -> None:
+    """Build every model index the database lacks (one catalogue read, then sorted builds)."""
     with sqlite_index_build(writer) as conn, conn.begin():
-        for index in indexes:
-            index.create(conn, checkfirst=True)
+        present = {
+            row[0] for row in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+        for table in models.SQLModel.metadata.tables.values():
+            for index in table.indexes:
+                if index.name not in present:
+                    index.create(conn)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import filelock
 import pytest
 from sqlalchemy import inspect
 
@@ -56,3 +57,26 @@ def test_bulk_load_gives_the_same_links_and_keeps_every_index(
         db.dispose()
     assert results[True] == results[False]
     assert len({row[-1] for row in results[True]}) < len(results[True])  # some rows were merged
+
+
+def test_imports_rebuild_missing_indexes_unless_a_bulk_load_holds_them(tmp_path: Path) -> None:
+    """A killed bulk load leaves indexes out: the next SQLite import of any kind builds every
+    missing model index, except while another process's bulk load (its database-wide lock) has
+    them down; that import then loads row by row and leaves the rebuild to the bulk load."""
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    migrate.upgrade(url)
+    db = open_database(url, "default")
+    with db.engine.begin() as conn:  # as a killed stage-history load and lead load leave them
+        conn.exec_driver_sql("DROP INDEX ix_deal_tenant_pipeline_stage")
+        conn.exec_driver_sql("DROP INDEX ix_merge_decision_tenant_run")
+    files = write_lead_files(tmp_path / "files", people=20, seed=2)
+    options = LeadImportOptions(paths=[files[0].path], source=files[0].source, id_column=files[0].id_column)
+    bulk_load = filelock.FileLock(f"{tmp_path / 'crm.db'}.bulk-load.lock")
+    with bulk_load:  # another process's bulk load in progress
+        import_leads(db, options)
+        assert "ix_merge_decision_tenant_run" not in _indexes(db)["merge_decision"]
+    import_leads(db, options)
+    assert "ix_merge_decision_tenant_run" in _indexes(db)["merge_decision"]
+    with db.engine.connect() as conn:
+        assert "ix_deal_tenant_pipeline_stage" in {ix["name"] for ix in inspect(conn).get_indexes("deal")}
+    db.dispose()

@@ -170,8 +170,9 @@ def test_small_read_chunks_split_no_row(
 ) -> None:
     """CSV is read in bounded chunks (reader.POLARS_CSV_CHUNK_BYTES unless the user set polars'
     own setting): rows with quoted delimiters and line breaks survive every chunk boundary."""
+    monkeypatch.setenv("POLARS_CSV_CHUNK_SIZE", "x")  # recorded, so the reader's value is undone
     if chunk_bytes is None:
-        monkeypatch.delenv("POLARS_CSV_CHUNK_SIZE", raising=False)
+        monkeypatch.delenv("POLARS_CSV_CHUNK_SIZE")
     else:
         monkeypatch.setenv("POLARS_CSV_CHUNK_SIZE", chunk_bytes)
     path = tmp_path / "quoted.csv"
