@@ -4,12 +4,14 @@ and read the table again once another connection has committed."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 from sqlalchemy import text
 
 from crmctl.db.engine import Database, open_database
+from crmctl.importers import graph_sql
 from crmctl.importers.graph import ImportOptions, _mapped_references, import_file
 from crmctl.importers.graph_sql import ReferenceMaps, lookup
 
@@ -91,7 +93,7 @@ def test_maps_read_again_after_another_connection_commits(contacts: Database) ->
 
 
 def test_large_import_reads_references_through_maps_and_rejects_the_same(
-    contacts: Database, tmp_path: Path
+    contacts: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rows = ["external_id,contact_external_id,contact_email,kind,occurred_at"]
     for i in range(300):
@@ -102,8 +104,18 @@ def test_large_import_reads_references_through_maps_and_rejects_the_same(
     # SQLite reads the contacts as a map (the file's rows outnumber them); PostgreSQL looks them up.
     expected_maps = [] if contacts.is_postgresql else ["contact"]
     assert _mapped_references(contacts, "interactions", path) == expected_maps
+    probes: list[str] = []
+    real_lookup = graph_sql.lookup
+
+    def counted(session: Any, table: str, *args: Any, **kwargs: Any) -> pl.DataFrame:
+        probes.append(table)
+        return real_lookup(session, table, *args, **kwargs)
+
+    monkeypatch.setattr(graph_sql, "lookup", counted)
     result = import_file(contacts, "interactions", path, ImportOptions(source="crm", batch_rows=50))
     assert result.tables["interaction"].created == 120  # C1 and C2 resolve
+    # six batches: per-batch contact probes only where the contacts are not mapped
+    assert probes.count("contact") == (12 if contacts.is_postgresql else 0)
     reasons = {reason: n for (_, reason), n in result.reasons.items()}
     assert reasons == {
         "matches several contacts by email": 60,
