@@ -18,6 +18,7 @@ from crmctl.db.engine import dialect_of, tenant_of
 from crmctl.db.sql import execute, frame, in_list, list_param
 
 LOOKUP_CHUNK = 50_000
+MAX_RELOADS = 3  # ReferenceMaps: after this many, back to per-batch lookups
 
 
 def lookup(
@@ -70,6 +71,7 @@ class ReferenceMaps:
         # data_version it reported then
         self._connection: object | None = None
         self._version: int | None = None
+        self._reloads = 0
 
     def lookup(
         self,
@@ -89,8 +91,15 @@ class ReferenceMaps:
         assert raw is not None
         version = int(raw.execute("PRAGMA data_version").fetchone()[0])
         if raw is not self._connection or version != self._version:
+            if self._maps:
+                self._reloads += 1
             self._maps.clear()
             self._connection, self._version = raw, version
+            if self._reloads > MAX_RELOADS:
+                # other writers commit between most batches (another tenant's import, say): whole
+                # maps read again per batch would cost more than the probes they replace
+                self.tables = frozenset()
+                return lookup(session, table, column, keys, select=select, where=where, **params)
         name = (table, column, tuple(select), where, tuple(sorted(params.items())))
         mapped = self._maps.get(name)
         if mapped is None:
