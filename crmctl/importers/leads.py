@@ -542,11 +542,15 @@ def _hold_existing(session: Session, contact_ids: pl.Series) -> None:
         return
     held = (
         session.connection()
-        .execute(
-            text(
-                "SELECT count(*) FROM (SELECT id FROM contact WHERE tenant_id = :t AND id = ANY(:ids) "
-                "AND erased_at IS NULL ORDER BY id FOR NO KEY UPDATE) AS held"
-            ),
+        .exec_driver_sql(
+            # one index seek and lock per id, in id order (the array is sorted and drives the
+            # loop; a subquery with a locking clause is never pulled up into a join).
+            # `id = ANY(:ids)` with `tenant_id = :t` on the freshly loaded table, which has no
+            # statistics, was read through the tenant index with the array as a filter on every
+            # contact of the tenant: 385, 771 and 1,010 ms for the three batches of 20k people
+            "SELECT count(*) FROM unnest(%(ids)s::bigint[]) AS u(probe) CROSS JOIN LATERAL "
+            "(SELECT id FROM contact WHERE tenant_id = %(t)s AND id = u.probe AND erased_at IS NULL "
+            "FOR NO KEY UPDATE) AS held",
             {"t": tenant_of(session), "ids": ids},
         )
         .scalar()
