@@ -142,11 +142,37 @@ def check(url: str) -> list[str]:
                 bad = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                 if bad:
                     problems.append(f"{len(bad)} rows break foreign keys")
+            if current == head:
+                problems += _missing_indexes(conn)
     except OperationalError as exc:
         raise connection_error(exc, url) from exc
     finally:
         engine.dispose()
     return problems
+
+
+def _missing_indexes(conn: Connection) -> list[str]:
+    """The schema's indexes the database lacks. A SQLite bulk import drops some while it loads and
+    builds them at the end; killed, it leaves them out until the next import builds them."""
+    from crmctl.db import models  # the models only when checking, not at every command's start
+
+    if conn.dialect.name == "postgresql":
+        sql = "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'index'"
+    present = {row[0] for row in conn.exec_driver_sql(sql)}
+    wanted = sorted(
+        ix.name for table in models.SQLModel.metadata.tables.values() for ix in table.indexes if ix.name
+    )
+    missing = [name for name in wanted if name not in present]
+    if not missing:
+        return []
+    count = f"{len(missing)} indexes are" if len(missing) > 1 else "1 index is"
+    more = ", …" if len(missing) > 5 else ""
+    return [
+        f"{count} missing ({', '.join(missing[:5])}{more}): an interrupted bulk import leaves them "
+        "out, and the next import builds them"
+    ]
 
 
 def ensure_ready(db: Database, *, app_role: str | None = rls.DEFAULT_APP_ROLE) -> None:

@@ -85,3 +85,20 @@ def test_revision_files_are_read_however_they_quote(tmp_path: Path, monkeypatch:
         migrate.head_revision()
     (versions / "0004_merge.py").write_text("revision = '0004'\ndown_revision = ('0002', '0003')\n")
     assert migrate.head_revision() == "0004"
+
+
+def test_db_check_names_missing_indexes(database_url: str) -> None:
+    """A killed SQLite bulk import leaves indexes out until the next import; db check says so."""
+    from tests.conftest import run_cli
+
+    run_cli("--db", database_url, "db", "check")
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_interaction_tenant_account_at")
+    engine.dispose()
+    assert migrate.check(database_url) == [
+        "1 index is missing (ix_interaction_tenant_account_at): an interrupted bulk import "
+        "leaves them out, and the next import builds them"
+    ]
+    result = run_cli("--db", database_url, "db", "check", expect=1)
+    assert "ix_interaction_tenant_account_at" in result.stderr
