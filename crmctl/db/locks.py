@@ -84,12 +84,19 @@ def _pg_lock(db: Database, name: str, actor: str, wait_seconds: float | None) ->
             conn.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (key,))
 
 
-def _sqlite_lock_path(db: Database, name: str) -> Path:
+def _sqlite_lock_path(db: Database, name: str, *, per_tenant: bool = True) -> Path:
     database = make_url(db.url).database or ""
-    safe = hashlib.sha256(f"{db.tenant}:{name}".encode()).hexdigest()[:16]
+    scope = f"{db.tenant}:{name}" if per_tenant else name
+    safe = hashlib.sha256(scope.encode()).hexdigest()[:16]
     if not database or database == ":memory:":
         return Path(os.environ.get("TMPDIR", "/tmp")) / f"crmctl-memory-{os.getpid()}-{safe}.lock"
     return Path(f"{database}.{name}-{safe}.lock")
+
+
+def database_file_lock(db: Database, name: str) -> filelock.FileLock:
+    """A SQLite lock on the whole database file, whatever the tenant (for what all tenants share,
+    such as its indexes); the caller acquires it, usually without waiting."""
+    return filelock.FileLock(str(_sqlite_lock_path(db, name, per_tenant=False)))
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, Index, inspect, text
 from sqlalchemy.exc import OperationalError
 
 from crmctl.db import rls
@@ -143,7 +143,7 @@ def check(url: str) -> list[str]:
                 if bad:
                     problems.append(f"{len(bad)} rows break foreign keys")
             if current == head:
-                problems += _missing_indexes(conn)
+                problems += _missing_index_problems(conn)
     except OperationalError as exc:
         raise connection_error(exc, url) from exc
     finally:
@@ -151,20 +151,27 @@ def check(url: str) -> list[str]:
     return problems
 
 
-def _missing_indexes(conn: Connection) -> list[str]:
-    """The schema's indexes the database lacks. A SQLite bulk import drops some while it loads and
-    builds them at the end; killed, it leaves them out until the next import builds them."""
-    from crmctl.db import models  # the models only when checking, not at every command's start
+def missing_indexes(conn: Connection) -> list[Index]:
+    """The schema's indexes the database lacks (one catalogue read). A SQLite bulk import drops
+    some while it loads and builds them at the end; killed, it leaves them out until the next
+    import builds them (``importers.bulk_load``)."""
+    from crmctl.db import models  # the models only when asked, not at every command's start
 
     if conn.dialect.name == "postgresql":
         sql = "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
     else:
         sql = "SELECT name FROM sqlite_master WHERE type = 'index'"
     present = {row[0] for row in conn.exec_driver_sql(sql)}
-    wanted = sorted(
-        ix.name for table in models.SQLModel.metadata.tables.values() for ix in table.indexes if ix.name
-    )
-    missing = [name for name in wanted if name not in present]
+    return [
+        ix
+        for table in models.SQLModel.metadata.tables.values()
+        for ix in table.indexes
+        if ix.name not in present
+    ]
+
+
+def _missing_index_problems(conn: Connection) -> list[str]:
+    missing = sorted(str(ix.name) for ix in missing_indexes(conn))
     if not missing:
         return []
     count = f"{len(missing)} indexes are" if len(missing) > 1 else "1 index is"

@@ -6,17 +6,17 @@ PostgreSQL keeps its indexes (its inserts go through COPY and its index upkeep i
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import filelock
 from sqlalchemy import Engine, Index
-from sqlalchemy.engine import make_url
+from sqlmodel import Session
 
 from crmctl.db import models
 from crmctl.db.engine import Database, sqlite_index_build
+from crmctl.db.locks import database_file_lock
+from crmctl.db.migrate import missing_indexes
 
 # From this file size on, an import may defer indexes (a small file is cheaper row by row).
 BULK_LOAD_BYTES = 8 * 1024 * 1024
@@ -25,15 +25,19 @@ BULK_LOAD_BYTES = 8 * 1024 * 1024
 BULK_LOAD_BYTES_PER_ROW = 100
 
 
+def stored_rows(session: Session, table: str) -> int:
+    """About how many rows ``table`` holds, from one probe (SQLite: its largest rowid)."""
+    return int(
+        session.connection().exec_driver_sql(f'SELECT COALESCE(MAX(rowid), 0) FROM "{table}"').scalar() or 0
+    )
+
+
 def worth_deferring(db: Database, table: str, file_bytes: int, *, min_bytes: int = BULK_LOAD_BYTES) -> bool:
     """Whether loading ``file_bytes`` of input into ``table`` should defer its indexes (SQLite)."""
     if db.is_postgresql or file_bytes < min_bytes:
         return False
     with db.session() as session:
-        stored = (
-            session.connection().exec_driver_sql(f'SELECT COALESCE(MAX(rowid), 0) FROM "{table}"').scalar()
-        )
-    return file_bytes / BULK_LOAD_BYTES_PER_ROW >= int(stored or 0) / 2
+        return file_bytes / BULK_LOAD_BYTES_PER_ROW >= stored_rows(session, table) / 2
 
 
 def bulk_load_indexes(
@@ -63,7 +67,7 @@ def deferred_indexes(db: Database, indexes: Sequence[Index], *, enabled: bool) -
     if db.is_postgresql:
         yield
         return
-    lock = _bulk_load_lock(db)
+    lock = database_file_lock(db, "bulk-load")
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
@@ -88,20 +92,8 @@ def deferred_indexes(db: Database, indexes: Sequence[Index], *, enabled: bool) -
             lock.release()
 
 
-def _bulk_load_lock(db: Database) -> filelock.FileLock:
-    database = make_url(db.url).database or ""
-    if not database or database == ":memory:":  # one connection's database: no other process
-        database = os.path.join(tempfile.gettempdir(), f"crmctl-memory-{os.getpid()}")
-    return filelock.FileLock(f"{database}.bulk-load.lock")
-
-
 def _create_missing(writer: Engine) -> None:
-    """Build every model index the database lacks (one catalogue read, then sorted builds)."""
+    """Build every schema index the database lacks, as sorted builds."""
     with sqlite_index_build(writer) as conn, conn.begin():
-        present = {
-            row[0] for row in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")
-        }
-        for table in models.SQLModel.metadata.tables.values():
-            for index in table.indexes:
-                if index.name not in present:
-                    index.create(conn)
+        for index in missing_indexes(conn):
+            index.create(conn)

@@ -45,6 +45,7 @@ from crmctl.importers.bulk_load import (
     BULK_LOAD_BYTES_PER_ROW,
     bulk_load_indexes,
     deferred_indexes,
+    stored_rows,
     worth_deferring,
 )
 from crmctl.importers.graph_sql import ReferenceMaps, lookup, update_from_frame
@@ -259,10 +260,7 @@ def _mapped_references(db: Database, kind: str, path: Path) -> list[str]:
         for table in REFERENCED_TABLES:
             if table == TABLES[kind]:
                 continue
-            stored = (
-                session.connection().exec_driver_sql(f"SELECT COALESCE(MAX(rowid), 0) FROM {table}").scalar()
-            )
-            if 0 < int(stored or 0) <= min(file_rows, REFERENCE_MAP_MAX_ROWS):
+            if 0 < stored_rows(session, table) <= min(file_rows, REFERENCE_MAP_MAX_ROWS):
                 mapped.append(table)
     return mapped
 

@@ -36,12 +36,7 @@ def lookup(
     distinct = keys.drop_nulls().unique().to_list()
     out_schema = {"key": keys.dtype, **(schema or {name: pl.Int64 for name in select})}
     parts = [pl.DataFrame(schema=out_schema)]
-    columns = ", ".join(f"{name}" for name in select)
-    extra = f" AND {where}" if where else ""
-    sql = (
-        f"SELECT {column} AS key, {columns} FROM {table} "
-        f"WHERE tenant_id = :tenant{extra} AND {in_list(session, column, 'keys')}"
-    )
+    sql = _keyed_select(table, column, select, where, in_list(session, column, "keys"))
     sqlite = dialect_of(session) == "sqlite"
     for start in range(0, len(distinct), LOOKUP_CHUNK):
         chunk = distinct[start : start + LOOKUP_CHUNK]
@@ -50,6 +45,14 @@ def lookup(
         else:
             parts.append(frame(session, sql, out_schema, keys=list_param(session, chunk), **params))
     return pl.concat(parts)
+
+
+def _keyed_select(table: str, column: str, select: Sequence[str], where: str, keys: str) -> str:
+    """``key`` (= ``column``) and ``select`` of the tenant's rows of ``table`` matching ``where`` and
+    the ``keys`` condition."""
+    extra = f" AND {where}" if where else ""
+    columns = ", ".join(select)
+    return f"SELECT {column} AS key, {columns} FROM {table} WHERE tenant_id = :tenant{extra} AND {keys}"
 
 
 class ReferenceMaps:
@@ -103,11 +106,9 @@ class ReferenceMaps:
         name = (table, column, tuple(select), where, tuple(sorted(params.items())))
         mapped = self._maps.get(name)
         if mapped is None:
-            extra = f" AND {where}" if where else ""
             mapped = _sqlite_frame(
                 session,
-                f"SELECT {column} AS key, {', '.join(select)} FROM {table} "
-                f"WHERE tenant_id = :tenant{extra} AND {column} IS NOT NULL",
+                _keyed_select(table, column, select, where, f"{column} IS NOT NULL"),
                 {"key": pl.String, **{c: pl.Int64 for c in select}},
                 **params,
             )

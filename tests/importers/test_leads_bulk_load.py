@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import filelock
 import pytest
 from sqlalchemy import inspect
 
 import crmctl.importers.leads as leads
 from crmctl.db import migrate
 from crmctl.db.engine import Database, open_database
+from crmctl.db.locks import database_file_lock
 from crmctl.demo.leads import write_lead_files
 from crmctl.identity.history import source_links
 from crmctl.importers.leads import LeadImportOptions, import_leads
@@ -71,7 +71,7 @@ def test_imports_rebuild_missing_indexes_unless_a_bulk_load_holds_them(tmp_path:
         conn.exec_driver_sql("DROP INDEX ix_merge_decision_tenant_run")
     files = write_lead_files(tmp_path / "files", people=20, seed=2)
     options = LeadImportOptions(paths=[files[0].path], source=files[0].source, id_column=files[0].id_column)
-    bulk_load = filelock.FileLock(f"{tmp_path / 'crm.db'}.bulk-load.lock")
+    bulk_load = database_file_lock(db, "bulk-load")
     with bulk_load:  # another process's bulk load in progress
         import_leads(db, options)
         assert "ix_merge_decision_tenant_run" not in _indexes(db)["merge_decision"]
