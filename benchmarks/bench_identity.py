@@ -23,7 +23,7 @@ from crmctl.demo.leads import write_lead_files
 from crmctl.identity.history import source_links
 from crmctl.identity.records import FIELD_ALIASES, normalise_records, record_keys
 from crmctl.identity.resolve import connected
-from crmctl.importers.leads import LeadImportOptions, import_leads
+from crmctl.importers.leads import import_leads
 from crmctl.importers.reader import resolve_columns
 
 SCALES = {"small": 2_000, "full": 200_000}
@@ -73,15 +73,7 @@ def run(scale: str) -> dict[str, Any]:
         cpu_started = time.process_time()
         started = time.perf_counter()
         for lead_file in files:
-            result = import_leads(
-                db,
-                LeadImportOptions(
-                    paths=[lead_file.path],
-                    source=lead_file.source,
-                    id_column=lead_file.id_column,
-                    default_region="US",
-                ),
-            )
+            result = import_leads(db, lead_file.import_options(default_region="US"))
             rows += result.counts["rows_read"]
         import_seconds = time.perf_counter() - started
         import_cpu_seconds = time.process_time() - cpu_started

@@ -43,9 +43,7 @@ def run(scale: str) -> dict[str, Any]:
             path = out / f"old_{lead_file.path.name}"
             frame.write_csv(path)
             existing_rows += frame.height
-            import_leads(
-                db, LeadImportOptions(paths=[path], source=lead_file.source, id_column=lead_file.id_column)
-            )
+            import_leads(db, lead_file.import_options(paths=[path]))
         assert held_back is not None
         with db.session() as session:
             contacts = session.connection().exec_driver_sql("SELECT count(*) FROM contact").scalar()

@@ -22,6 +22,10 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crmctl.importers.leads import LeadImportOptions
 
 __all__ = ["LeadFile", "write_lead_files"]
 
@@ -31,6 +35,14 @@ class LeadFile:
     path: Path
     source: str
     id_column: str | None
+
+    def import_options(self, **overrides: Any) -> LeadImportOptions:
+        """Options that import this file as its source (``overrides``: any other option)."""
+        from crmctl.importers.leads import LeadImportOptions  # the generator alone needs no importer
+
+        return LeadImportOptions(
+            **{"paths": [self.path], "source": self.source, "id_column": self.id_column, **overrides}
+        )
 
 
 FIRST_NAMES = (  # noqa: SIM905

@@ -15,20 +15,12 @@ from crmctl.db.engine import Database, open_database
 from crmctl.db.locks import database_file_lock
 from crmctl.demo.leads import write_lead_files
 from crmctl.identity.history import source_links
-from crmctl.importers.leads import LeadImportOptions, import_leads
+from crmctl.importers.leads import import_leads
 
 
 def _import_all(db: Database, out: Path) -> list[tuple[object, ...]]:
     for lead_file in write_lead_files(out, people=300, seed=5):
-        import_leads(
-            db,
-            LeadImportOptions(
-                paths=[lead_file.path],
-                source=lead_file.source,
-                id_column=lead_file.id_column,
-                default_region="US",
-            ),
-        )
+        import_leads(db, lead_file.import_options(default_region="US"))
     with db.session() as session:
         return sorted(source_links(session).rows())
 
@@ -70,7 +62,7 @@ def test_imports_rebuild_missing_indexes_unless_a_bulk_load_holds_them(tmp_path:
         conn.exec_driver_sql("DROP INDEX ix_deal_tenant_pipeline_stage")
         conn.exec_driver_sql("DROP INDEX ix_merge_decision_tenant_run")
     files = write_lead_files(tmp_path / "files", people=20, seed=2)
-    options = LeadImportOptions(paths=[files[0].path], source=files[0].source, id_column=files[0].id_column)
+    options = files[0].import_options()
     bulk_load = database_file_lock(db, "bulk-load")
     with bulk_load:  # another process's bulk load in progress
         import_leads(db, options)
