@@ -56,3 +56,29 @@ def frame(session: Session, sql: str, schema: dict[str, Any] | None = None, **pa
 def chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
+
+
+def lock_rows(
+    session: Session, table: str, ids: Iterable[int], *, mode: str = "FOR UPDATE", where: str = ""
+) -> int:
+    """PostgreSQL: lock the tenant's rows of ``table`` with these ids (and matching ``where``) until
+    commit; returns how many it locked. One index seek and lock per id, in id order: two writers
+    lock in the same order, so they never deadlock, and the sorted array drives the loop (a subquery
+    with a locking clause is never pulled up into a join). ``id = ANY(…)`` on a freshly loaded
+    table without statistics was read through the tenant index with the array as a filter on every
+    row instead (385-1,010 ms per lead batch at 20k people).
+
+    SQLite: nothing to do (a write transaction holds the database's write lock); returns 0."""
+    ordered = sorted({int(i) for i in ids})
+    if dialect_of(session) != "postgresql" or not ordered:
+        return 0
+    extra = f" AND {where}" if where else ""
+    return int(
+        session.connection()
+        .exec_driver_sql(
+            "SELECT count(*) FROM unnest(%(ids)s::bigint[]) AS u(probe) CROSS JOIN LATERAL "
+            f"(SELECT id FROM {table} WHERE tenant_id = %(t)s AND id = u.probe{extra} {mode}) AS held",
+            {"t": tenant_of(session), "ids": ordered},
+        )
+        .scalar()
+    )

@@ -25,6 +25,7 @@ from sqlmodel import Session
 from crmctl.db import bulk
 from crmctl.db.engine import Database, dialect_of, tenant_of
 from crmctl.db.models import ImportRun, utcnow
+from crmctl.db.sql import lock_rows
 from crmctl.errors import CrmctlError, InputError
 from crmctl.identity.normalize import NICKNAME_TO_CANONICAL
 from crmctl.identity.records import FIELD_ALIASES, FIELDS, normalise_records, record_keys
@@ -537,24 +538,10 @@ def _hold_existing(session: Session, contact_ids: pl.Series) -> None:
     for this batch and then scrubs what it wrote too; a contact erased before the lock stops the
     batch (nothing of it is written), and a re-run finishes the job. SQLite needs nothing: a batch
     holds the database's write lock from its first read."""
-    ids = sorted(set(contact_ids.drop_nulls().to_list()))
+    ids = contact_ids.drop_nulls().unique().to_list()
     if dialect_of(session) != "postgresql" or not ids:
         return
-    held = (
-        session.connection()
-        .exec_driver_sql(
-            # one index seek and lock per id, in id order (the array is sorted and drives the
-            # loop; a subquery with a locking clause is never pulled up into a join).
-            # `id = ANY(:ids)` with `tenant_id = :t` on the freshly loaded table, which has no
-            # statistics, was read through the tenant index with the array as a filter on every
-            # contact of the tenant: 385, 771 and 1,010 ms for the three batches of 20k people
-            "SELECT count(*) FROM unnest(%(ids)s::bigint[]) AS u(probe) CROSS JOIN LATERAL "
-            "(SELECT id FROM contact WHERE tenant_id = %(t)s AND id = u.probe AND erased_at IS NULL "
-            "FOR NO KEY UPDATE) AS held",
-            {"t": tenant_of(session), "ids": ids},
-        )
-        .scalar()
-    )
+    held = lock_rows(session, "contact", ids, mode="FOR NO KEY UPDATE", where="erased_at IS NULL")
     if held != len(ids):
         raise CrmctlError(
             "A contact this import was merging into was erased while the batch ran; "

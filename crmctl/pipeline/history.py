@@ -32,7 +32,7 @@ from sqlmodel import Session
 
 from crmctl.db.bulk import as_utc, read_frame
 from crmctl.db.engine import Database, dialect_of, tenant_of
-from crmctl.db.sql import in_list, list_param
+from crmctl.db.sql import in_list, list_param, lock_rows
 
 MOVE = "(from_stage_id IS NULL OR from_stage_id <> to_stage_id)"
 
@@ -109,15 +109,7 @@ def lock_deals(session: Session, deal_ids: list[int]) -> None:
     """PostgreSQL: hold these deals until commit, so two writers of one deal's history cannot
     both project from the same latest row (READ COMMITTED would let the second overwrite the
     first). SQLite needs nothing: a write transaction already holds the database's write lock."""
-    if dialect_of(session) != "postgresql" or not deal_ids:
-        return
-    session.execute(  # in id order: two writers lock in the same order, so they never deadlock
-        text(
-            f"SELECT id FROM deal WHERE tenant_id = :t AND {in_list(session, 'id', 'ids')} "
-            "ORDER BY id FOR UPDATE"
-        ),
-        {"t": tenant_of(session), "ids": list_param(session, sorted(deal_ids))},
-    )
+    lock_rows(session, "deal", deal_ids)
 
 
 def latest_rows(session: Session, deal_ids: list[int]) -> pl.DataFrame:
