@@ -360,7 +360,6 @@ class StageChange(TenantTable, table=True):
             "currency",
             "close_date",
         ),
-        Index("ix_stage_change_tenant_at", "tenant_id", "changed_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)

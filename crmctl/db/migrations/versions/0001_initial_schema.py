@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 23:00:48.873035
+Create Date: 2026-11-23 03:08:30.622930
 """
 
 from collections.abc import Sequence
@@ -753,7 +753,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant_id", "idempotency_key", name="uq_stage_change_key"),
     )
     with op.batch_alter_table("stage_change", schema=None) as batch_op:
-        batch_op.create_index("ix_stage_change_tenant_at", ["tenant_id", "changed_at"], unique=False)
         batch_op.create_index(
             "ix_stage_change_tenant_cohort",
             ["tenant_id", "entered_pipeline_at", "deal_id", "to_stage_id", "changed_at"],
@@ -818,7 +817,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_stage_change_tenant_valid")
         batch_op.drop_index("ix_stage_change_tenant_deal_at")
         batch_op.drop_index("ix_stage_change_tenant_cohort")
-        batch_op.drop_index("ix_stage_change_tenant_at")
 
     op.drop_table("stage_change")
     with op.batch_alter_table("review_item", schema=None) as batch_op:
