@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import phonenumbers
 import polars as pl
@@ -385,6 +385,10 @@ def _e164(collapsed: str, region: str | None) -> str | None:
 _CCTLD_REGION = {"uk": "GB"}
 
 NANP_REGIONS = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1])
+# Country calling codes by their length, but +1 (the North American fast path has it).
+_COUNTRY_CODES = {
+    n: [c for c in phonenumbers.COUNTRY_CODE_TO_REGION_CODE if len(str(c)) == n and c != 1] for n in (1, 2, 3)
+}
 
 
 @lru_cache(maxsize=1)
@@ -419,6 +423,117 @@ def _nanp_e164() -> pl.Expr:
     bare = pl.col("digits").str.strip_prefix("+")
     national = pl.when(bare.str.len_chars() == 11).then(bare.str.slice(1)).otherwise(bare)
     return pl.when(national.str.contains(_nanp_pattern())).then(pl.lit("+1") + national)
+
+
+# The number-type descriptions phonenumbers tries, in its order (``_number_type_helper``); mobile
+# counts only where its pattern differs from fixed_line's.
+_TYPE_DESCS = (
+    "premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
+    "fixed_line",
+)  # fmt: skip
+_MIN_NSN, _MAX_NSN = 2, 17  # phonenumbers' bounds on a national significant number
+
+
+def _matches_desc(nsn: pl.Expr, desc: phonenumbers.PhoneNumberDesc | None) -> pl.Expr | None:
+    """phonenumbers' ``_is_number_matching_desc``: a possible length and a full pattern match."""
+    if desc is None or not desc.national_number_pattern:
+        return None
+    match = nsn.str.contains(f"^(?:{desc.national_number_pattern})$")
+    if desc.possible_length:
+        match = nsn.str.len_chars().is_in(list(desc.possible_length)) & match
+    return match
+
+
+def _valid_for_region(nsn: pl.Expr, metadata: phonenumbers.PhoneMetadata) -> pl.Expr:
+    """phonenumbers' ``_number_type_helper(nsn, metadata) != UNKNOWN``."""
+    general = _matches_desc(nsn, metadata.general_desc)
+    descs = [getattr(metadata, name) for name in _TYPE_DESCS]
+    if not metadata.same_mobile_and_fixed_line_pattern:
+        descs.append(metadata.mobile)
+    kinds = [m for m in (_matches_desc(nsn, d) for d in descs) if m is not None]
+    if general is None or not kinds:
+        return pl.lit(False)
+    return general & pl.any_horizontal(kinds)
+
+
+@cache
+def _country_rule(country_code: int) -> tuple[str | None, pl.Expr] | None:
+    """For '+<country_code><national>' numbers: (the main region's national-prefix pattern, the
+    validity of ``national``), or None when the fast path does not cover the country code.
+
+    ``is_valid_number`` asks the one region of a country code, or walks a shared code's regions
+    in order: the first whose leading digits match decides, a region without leading digits
+    counts when the number is valid there (``_region_code_for_number_from_list``)."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code, ())
+    metadata = [phonenumbers.PhoneMetadata.metadata_for_region(r, None) for r in regions]
+    if not regions or any(m is None for m in metadata):
+        return None  # non-geographic codes ("001") and unknown ones go to phonenumbers
+    nsn = pl.col("national")
+    if len(metadata) == 1:
+        valid = _valid_for_region(nsn, metadata[0])
+    else:
+        valid = pl.lit(False)
+        for region in reversed(metadata):
+            here = _valid_for_region(nsn, region)
+            if region.leading_digits is not None:
+                valid = pl.when(nsn.str.contains(f"^(?:{region.leading_digits})")).then(here).otherwise(valid)
+            else:
+                valid = here | valid
+    prefix = metadata[0].national_prefix_for_parsing or None
+    try:  # a pattern the Rust regex engine does not accept leaves the code to phonenumbers
+        probe = pl.DataFrame({"national": ["0"]}, schema={"national": pl.String})
+        strippable = nsn.str.contains(f"^(?:{prefix})") if prefix else pl.lit(False)
+        probe.select(valid.alias("valid"), strippable.alias("strippable"))
+    except pl.exceptions.PolarsError:
+        return None
+    return prefix, valid
+
+
+def _plus_e164(rest: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """E.164 forms of '+<country code><national>' numbers by their country's patterns, in polars.
+
+    Returns (decided rows with ``phone_e164``, rows left to phonenumbers). Decided: a country code
+    that :func:`_country_rule` covers and a national part that cannot start with a national
+    prefix (phonenumbers would try stripping it). The test suite checks the result against
+    phonenumbers number by number."""
+    bare = pl.col("digits").str.strip_prefix("+")
+    frame = rest.with_columns(
+        pl.coalesce(
+            pl.when(pl.col("digits").str.starts_with("+") & ~bare.str.starts_with("0")).then(
+                pl.when(bare.str.slice(0, n).cast(pl.Int32, strict=False).is_in(_COUNTRY_CODES[n])).then(
+                    bare.str.slice(0, n).cast(pl.Int32)
+                )
+            )
+            for n in (1, 2, 3)
+        ).alias("country_code")
+    )
+    decided, undecided = [], [frame.filter(pl.col("country_code").is_null()).drop("country_code")]
+    for (code,), part in frame.filter(pl.col("country_code").is_not_null()).group_by(["country_code"]):
+        rule = _country_rule(int(code))  # type: ignore[call-overload]
+        part = part.with_columns(pl.col("digits").str.slice(1 + len(str(code))).alias("national"))
+        if rule is None:
+            undecided.append(part.drop("country_code", "national"))
+            continue
+        prefix, valid = rule
+        strippable = part["national"].str.contains(f"^(?:{prefix})") if prefix else None
+        if strippable is not None:
+            undecided.append(part.filter(strippable).drop("country_code", "national"))
+            part = part.filter(~strippable)
+        length = pl.col("national").str.len_chars()
+        decided.append(
+            part.select(
+                "digits",
+                "region",
+                pl.when(length.is_between(_MIN_NSN, _MAX_NSN) & valid)
+                .then(pl.lit(f"+{code}") + pl.col("national"))
+                .alias("phone_e164"),
+            )
+        )
+    schema = {"digits": pl.String, "region": pl.String, "phone_e164": pl.String}
+    return (
+        pl.concat(decided) if decided else pl.DataFrame(schema=schema),
+        pl.concat(undecided),
+    )
 
 
 def region_of_email(key: str | None) -> str | None:
@@ -502,11 +617,12 @@ def phone_keys(values: pl.Series, regions: pl.Series | str | None = None) -> pl.
         pl.when(pl.col("digits").is_not_null()).then(pl.col("phone_ext")).alias("phone_ext")
     )
     pairs = frame.select("digits", "region").unique().drop_nulls("digits")
-    # North American numbers (most of a typical file) are validated by regex in polars; the rest
-    # are parsed by phonenumbers, once per distinct (digits, region)
+    # North American numbers (most of a typical file) and other numbers written with their country
+    # code are validated by their countries' patterns in polars; the rest are parsed by
+    # phonenumbers, once per distinct (digits, region)
     fast = pairs.with_columns(_nanp_e164().alias("phone_e164"), _nanp_candidate().alias("nanp"))
     nanp = fast.filter(pl.col("nanp")).select("digits", "region", "phone_e164")
-    rest = fast.filter(~pl.col("nanp")).select("digits", "region")
+    international, rest = _plus_e164(fast.filter(~pl.col("nanp")).select("digits", "region"))
     slow = rest.with_columns(
         pl.Series(
             "phone_e164",
@@ -514,6 +630,6 @@ def phone_keys(values: pl.Series, regions: pl.Series | str | None = None) -> pl.
             dtype=pl.String,
         )
     )
-    parsed = pl.concat([nanp, slow])
+    parsed = pl.concat([nanp, international, slow])
     joined = frame.join(parsed, on=["digits", "region"], how="left", maintain_order="left", nulls_equal=True)
     return joined.select("phone_e164", "phone_ext")

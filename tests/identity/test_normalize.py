@@ -113,3 +113,48 @@ def test_north_american_fast_path_agrees_with_phonenumbers() -> None:
         assert list(zip(fast["phone_e164"], fast["phone_ext"], strict=True)) == [
             n.phone_parts(v, region) for v in values
         ]
+
+
+def _international_corpus() -> list[str]:
+    """'+CC ...' numbers of every region: each type's example number, near misses of it (a digit
+    changed, dropped or added, a national prefix written after the country code) and random digits
+    after each country code."""
+    import random
+
+    import phonenumbers
+
+    rng = random.Random(11)
+    values = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        code = str(phonenumbers.country_code_for_region(region))
+        for kind in range(12):  # every PhoneNumberType but UNKNOWN
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            nsn = phonenumbers.national_significant_number(example)
+            i = rng.randrange(len(nsn))
+            changed = nsn[:i] + str((int(nsn[i]) + rng.randrange(1, 10)) % 10) + nsn[i + 1 :]
+            for national in (nsn, changed, nsn[:-1], nsn + rng.choice("0123456789"), "0" + nsn, "00" + nsn):
+                values.append(f"+{code} {national}")
+        for length in range(3, 14):
+            values.append(f"+{code}" + "".join(rng.choice("0123456789") for _ in range(length)))
+    return values
+
+
+def test_international_fast_path_agrees_with_phonenumbers() -> None:
+    values = _international_corpus()
+    series = pl.Series("v", values)
+    for region in (None, "GB", "DE"):
+        fast = n.phone_keys(series, region)
+        slow = [n.phone_parts(v, region) for v in values]
+        pairs = zip(fast["phone_e164"], fast["phone_ext"], strict=True)
+        mismatches = [(v, f, s) for v, f, s in zip(values, pairs, slow, strict=True) if f != s]
+        assert not mismatches, mismatches[:10]
+        assert sum(s[0] is not None for s in slow) > len(values) / 4  # the corpus holds valid numbers too
+
+
+@given(st.sampled_from(sorted(sum(n._COUNTRY_CODES.values(), []))), st.text("0123456789", max_size=16))
+def test_international_fast_path_property(code: int, national: str) -> None:
+    value = f"+{code}{national}"
+    fast = n.phone_keys(pl.Series("v", [value]), None)
+    assert (fast["phone_e164"][0], fast["phone_ext"][0]) == n.phone_parts(value, None)
