@@ -33,6 +33,10 @@ SQLITE_CACHE_KIB = 200_000  # page cache per connection
 # 1.28 GB (in memory every spilled run stayed resident, so memory grew with the table).
 SQLITE_BUILD_CACHE_KIB = 32_000
 SQLITE_BUILD_THREADS = 4
+SQLITE_AUTOCHECKPOINT_PAGES = 1000  # SQLite's default
+# Execution option read at BEGIN: False = this transaction leaves WAL checkpoints to a helper
+# thread (see crmctl.db.checkpoints).
+AUTOCHECKPOINT_OPTION = "crmctl_autocheckpoint"
 
 
 def parse_database_url(url: str) -> URL:
@@ -90,6 +94,14 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(
             f"PRAGMA foreign_keys={'OFF' if options.get('crmctl_foreign_keys') is False else 'ON'}"
         )
+        # A bulk writer whose checkpoints run on a helper thread (crmctl.db.checkpoints) turns its
+        # own off; every other transaction on the pooled connection has them back.
+        autocheckpoint = options.get(AUTOCHECKPOINT_OPTION, True)
+        info = conn.connection.info
+        if info.get(AUTOCHECKPOINT_OPTION, True) != autocheckpoint:
+            pages = SQLITE_AUTOCHECKPOINT_PAGES if autocheckpoint else 0
+            conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={pages}")
+            info[AUTOCHECKPOINT_OPTION] = autocheckpoint
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 

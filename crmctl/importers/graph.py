@@ -33,6 +33,7 @@ from sqlalchemy import Index
 from sqlmodel import Session
 
 from crmctl.db.bulk import allocate_ids, insert_frame
+from crmctl.db.checkpoints import BackgroundCheckpoints, background_checkpoints
 from crmctl.db.engine import Database, dialect_of, tenant_of
 from crmctl.db.models import ImportRun, utcnow
 from crmctl.db.sql import frame as sql_frame
@@ -211,10 +212,15 @@ def import_file(db: Database, kind: str, path: Path, options: ImportOptions) -> 
             else:
                 # One transaction per batch: a kill loses at most the batch in flight, and a re-run
                 # skips or updates what is already there.
-                for batch in table.batches():
-                    with db.session(write=True) as session:
-                        _skip_foreign_key_checks(session)
-                        run.batch(session, batch, writer)
+                with background_checkpoints(db) as checkpoints:
+                    for batch in table.batches():
+                        if checkpoints is not None:
+                            checkpoints.before_write()
+                        with db.session(write=True) as session:
+                            _batch_transaction(session, checkpoints)
+                            run.batch(session, batch, writer)
+                        if checkpoints is not None:
+                            checkpoints.committed()
                 with db.session(write=True) as session:
                     run.finish(session, writer)
         if kind == "stage-changes" and not options.dry_run:
@@ -265,14 +271,19 @@ def _mapped_references(db: Database, kind: str, path: Path) -> list[str]:
     return mapped
 
 
-def _skip_foreign_key_checks(session: Session) -> None:
-    """SQLite: no per-row foreign key probes in this batch's transaction.
+def _batch_transaction(session: Session, checkpoints: BackgroundCheckpoints | None) -> None:
+    """SQLite: no per-row foreign key probes in this batch's transaction, and its WAL checkpoint
+    left to ``checkpoints``' thread.
 
-    Safe because the importer writes no reference it did not resolve (or create) itself inside the
-    same write transaction, which holds SQLite's write lock, so no referenced row can go away
-    in between; a reference that does not resolve is rejected before the insert. PostgreSQL keeps
-    its checks (the option is SQLite's; see ``engine._configure_sqlite``)."""
-    session.connection(execution_options={"crmctl_foreign_keys": False})
+    Skipping the probes is safe because the importer writes no reference it did not resolve (or
+    create) itself inside the same write transaction, which holds SQLite's write lock, so no
+    referenced row can go away in between; a reference that does not resolve is rejected before
+    the insert. PostgreSQL keeps its checks (the options are SQLite's; see
+    ``engine._configure_sqlite``)."""
+    options: dict[str, Any] = {"crmctl_foreign_keys": False}
+    if checkpoints is not None:
+        options |= checkpoints.execution_options
+    session.connection(execution_options=options)
 
 
 def _start_run(
