@@ -138,6 +138,8 @@ LEGAL_SUFFIXES = frozenset(
 
 def fold(text: str) -> str:
     """Lower case with accents removed ('Ñúñez' -> 'nunez'); ß -> ss, æ -> ae, ø -> o."""
+    if text.isascii():  # nothing to decompose (most names and companies): 10x faster
+        return text.lower()
     text = text.lower().replace("ß", "ss").replace("æ", "ae").replace("ø", "o").replace("ł", "l")
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()

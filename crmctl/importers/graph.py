@@ -916,10 +916,11 @@ def _add_identifiers(session: Session, contacts: pl.DataFrame) -> None:
         ).rename({"key": "contact_id"})
         keys = keys.join(known, on=["contact_id", "kind", "value"], how="anti")
     if keys.height:
+        # in the unique index's order: each insert lands next to the previous one, not at random
         insert_frame(
             session,
             "contact_identifier",
-            keys.with_columns(
+            keys.sort("kind", "value").with_columns(
                 pl.lit(tenant_of(session)).alias("tenant_id"), pl.lit(utcnow()).alias("created_at")
             ),
         )
