@@ -158,3 +158,11 @@ def test_international_fast_path_property(code: int, national: str) -> None:
     value = f"+{code}{national}"
     fast = n.phone_keys(pl.Series("v", [value]), None)
     assert (fast["phone_e164"][0], fast["phone_ext"][0]) == n.phone_parts(value, None)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+def test_fold_of_ascii_is_the_full_decomposition(raw: str) -> None:
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFKD", raw.lower())
+    assert n.fold(raw) == "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
