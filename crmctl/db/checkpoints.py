@@ -36,7 +36,7 @@ class BackgroundCheckpoints:
 
     def __init__(self, path: Path, *, restart_bytes: int = RESTART_BYTES) -> None:
         self._path = path
-        self._wal = Path(f"{path}-wal")
+        self._log_bytes = 0
         self._restart_bytes = restart_bytes
         self._changed = threading.Condition()
         self._pending = False
@@ -52,12 +52,11 @@ class BackgroundCheckpoints:
         return {AUTOCHECKPOINT_OPTION: self.failed}
 
     def before_write(self) -> None:
-        """Call before a batch begins: waits for the copy when the log should restart."""
-        try:
-            grown = self._wal.stat().st_size > self._restart_bytes
-        except OSError:
-            grown = False
-        if grown:
+        """Call before a batch begins: waits for the copy when the log should restart.
+
+        The log's length is what the last checkpoint reported (frames since the log last restarted),
+        not the file's size: a restarted log reuses the file from its start, at the same size."""
+        if self._log_bytes > self._restart_bytes:
             self._wait_idle()
 
     def committed(self) -> None:
@@ -86,6 +85,7 @@ class BackgroundCheckpoints:
             return
         try:
             conn.execute("PRAGMA synchronous=NORMAL")
+            page_bytes = int(conn.execute("PRAGMA page_size").fetchone()[0])
             while True:
                 with self._changed:
                     while not self._pending and not self._stopping:
@@ -95,8 +95,9 @@ class BackgroundCheckpoints:
                     self._pending, self._busy = False, True
                     self._changed.notify_all()
                 # PASSIVE never waits for readers or the writer: it copies what it can now.
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                _busy, log_frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 with self._changed:
+                    self._log_bytes = max(0, log_frames) * page_bytes
                     self._busy = False
                     self._changed.notify_all()
         except sqlite3.Error:
