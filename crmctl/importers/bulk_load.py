@@ -10,10 +10,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import filelock
-from sqlalchemy import Engine, Index
+from sqlalchemy import Index
 from sqlmodel import Session
 
 from crmctl.db import models
+from crmctl.db.checkpoints import background_checkpoints
 from crmctl.db.engine import Database, sqlite_index_build
 from crmctl.db.locks import database_file_lock
 from crmctl.db.migrate import missing_indexes
@@ -73,27 +74,39 @@ def deferred_indexes(db: Database, indexes: Sequence[Index], *, enabled: bool) -
     except filelock.Timeout:
         yield
         return
-    writer = db.engine.execution_options(crmctl_write=True)
     try:
-        _create_missing(writer)
+        _create_missing(db)
         if not enabled:
             lock.release()
             yield
             return
-        with writer.begin() as conn:
+        with db.engine.execution_options(crmctl_write=True).begin() as conn:
             for index in indexes:
                 index.drop(conn, checkfirst=True)
         try:
             yield
         finally:
-            _create_missing(writer)
+            _create_missing(db)
     finally:
         if lock.is_locked:
             lock.release()
 
 
-def _create_missing(writer: Engine) -> None:
-    """Build every schema index the database lacks, as sorted builds."""
-    with sqlite_index_build(writer) as conn, conn.begin():
-        for index in missing_indexes(conn):
-            index.create(conn)
+def _create_missing(db: Database) -> None:
+    """Build every schema index the database lacks, as sorted builds, one transaction each: the
+    copy of one index's pages from the WAL (on the checkpoint thread) overlaps the next build."""
+    with db.engine.connect() as conn:
+        missing = missing_indexes(conn)
+    if not missing:
+        return
+    writer = db.engine.execution_options(crmctl_write=True)
+    with background_checkpoints(db) as checkpoints, sqlite_index_build(writer) as conn:
+        if checkpoints is not None:
+            conn.execution_options(**checkpoints.execution_options)
+        for index in missing:
+            if checkpoints is not None:
+                checkpoints.before_write()
+            with conn.begin():
+                index.create(conn, checkfirst=True)
+            if checkpoints is not None:
+                checkpoints.committed()
