@@ -58,6 +58,7 @@ from crmctl.importers.reader import (
     RejectWriter,
     open_table,
     overlong_fields,
+    read_ahead,
     rejects_for,
     resolve_columns,
 )
@@ -205,7 +206,7 @@ def import_file(db: Database, kind: str, path: Path, options: ImportOptions) -> 
             if options.dry_run:
                 # One transaction, rolled back: later batches see what earlier ones would have written.
                 with db.session(write=True) as session:
-                    for batch in table.batches():
+                    for batch in read_ahead(table.batches(), run.typed):
                         run.batch(session, batch, writer)
                     run.finish(session, writer)
                     session.rollback()
@@ -213,7 +214,7 @@ def import_file(db: Database, kind: str, path: Path, options: ImportOptions) -> 
                 # One transaction per batch: a kill loses at most the batch in flight, and a re-run
                 # skips or updates what is already there.
                 with background_checkpoints(db) as checkpoints:
-                    for batch in table.batches():
+                    for batch in read_ahead(table.batches(), run.typed):
                         if checkpoints is not None:
                             checkpoints.before_write()
                         with db.session(write=True) as session:
@@ -318,6 +319,13 @@ def _finish_run(db: Database, run_id: int, status: str, result: ImportResult) ->
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _TypedBatch:
+    rows: int  # as read
+    typed: pl.DataFrame
+    rejects: pl.DataFrame  # cells that could not be typed, overlong fields
+
+
 @dataclass
 class _Run:
     kind: str
@@ -340,8 +348,9 @@ class _Run:
     def provided(self, *fields: str) -> bool:
         return any(f in self.mapping for f in fields)
 
-    def batch(self, session: Session, batch: pl.DataFrame, writer: RejectWriter) -> None:
-        self.result.rows += batch.height
+    def typed(self, batch: pl.DataFrame) -> _TypedBatch:
+        """The batch's cells typed, and the rows rejected for their cells (no database needed:
+        runs on the read-ahead thread)."""
         too_long = overlong_fields(batch, list(self.mapping.values()))
         typed, rejects = gf.typed_batch(batch, self.kind, self.mapping)
         # Exports list several associated ids in one cell ("123;456"): the first is the primary.
@@ -349,8 +358,12 @@ class _Run:
         typed = typed.with_columns(pl.col(c).str.split(";").list.first().str.strip_chars() for c in refs)
         if too_long.height:
             typed = typed.filter(~pl.col(ROW_COLUMN).is_in(too_long[ROW_COLUMN].implode()))
-        more = _HANDLERS[self.kind](self, session, typed) if typed.height else NO_REJECTS
-        self.reject(writer, pl.concat([too_long, rejects, more]))
+        return _TypedBatch(batch.height, typed, pl.concat([too_long, rejects]))
+
+    def batch(self, session: Session, batch: _TypedBatch, writer: RejectWriter) -> None:
+        self.result.rows += batch.rows
+        more = _HANDLERS[self.kind](self, session, batch.typed) if batch.typed.height else NO_REJECTS
+        self.reject(writer, pl.concat([batch.rejects, more]))
 
     def reject(self, writer: RejectWriter, rejects: pl.DataFrame) -> None:
         if rejects.height == 0:

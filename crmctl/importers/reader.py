@@ -17,15 +17,19 @@ import os
 import re
 import tempfile
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any, TypeVar
 
 import polars as pl
 
 from crmctl.errors import InputError
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 ROW_COLUMN = "__row__"
 DEFAULT_BATCH_ROWS = 100_000
@@ -121,6 +125,32 @@ class TableFile:
         else:
             lazy = pl.scan_parquet(self.path)
         return lazy.select(_as_strings(lazy.collect_schema()))
+
+
+_END = object()
+
+
+def read_ahead(batches: Iterable[T], prepare: Callable[[T], U]) -> Iterator[U]:
+    """``prepare`` each batch on a helper thread, one batch ahead of the caller: while the caller
+    writes batch N, batch N+1 is read and typed (polars and SQLite release the GIL while they
+    work, so on two cores the two overlap). At most one prepared batch waits; an error in reading
+    or preparing is raised to the caller at that batch."""
+    iterator = iter(batches)
+
+    def step() -> Any:
+        batch = next(iterator, _END)
+        return _END if batch is _END else prepare(batch)
+
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="crmctl-read-ahead") as pool:
+            ahead = pool.submit(step)
+            while (item := ahead.result()) is not _END:
+                ahead = pool.submit(step)
+                yield item
+    finally:  # the thread is done with it: a caller that stops early closes the source here
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
 
 
 def _empty_as_null(batch: pl.DataFrame) -> pl.DataFrame:

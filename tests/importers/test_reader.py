@@ -186,3 +186,29 @@ def test_small_read_chunks_split_no_row(
     assert rows[ROW_COLUMN].to_list() == list(range(1, 3001))
     assert rows.select("id", "note").to_dicts() == expected
     assert os.environ["POLARS_CSV_CHUNK_SIZE"] == (chunk_bytes or str(4 << 20))
+
+
+def test_read_ahead_keeps_order_raises_at_the_failing_batch_and_closes_the_source() -> None:
+    from crmctl.importers.reader import read_ahead
+
+    closed = []
+
+    def source(fail_at: int | None):
+        try:
+            for i in range(5):
+                if i == fail_at:
+                    raise InputError("The file could not be read.")
+                yield i
+        finally:
+            closed.append(True)
+
+    assert list(read_ahead(source(None), lambda i: i * 10)) == [0, 10, 20, 30, 40]
+    seen = []
+    with pytest.raises(InputError):
+        for item in read_ahead(source(3), lambda i: i * 10):
+            seen.append(item)
+    assert seen == [0, 10, 20]
+    stopped = read_ahead(source(None), lambda i: i)
+    assert next(stopped) == 0
+    stopped.close()  # a caller that stops early (an error while writing batch 0)
+    assert closed == [True, True, True]
