@@ -11,6 +11,7 @@ from sqlalchemy import inspect
 
 import crmctl.importers.leads as leads
 from crmctl.db import migrate
+from crmctl.db.checkpoints import BackgroundCheckpoints
 from crmctl.db.engine import Database, open_database
 from crmctl.db.locks import database_file_lock
 from crmctl.demo.leads import write_lead_files
@@ -71,4 +72,34 @@ def test_imports_rebuild_missing_indexes_unless_a_bulk_load_holds_them(tmp_path:
     assert "ix_merge_decision_tenant_run" in _indexes(db)["merge_decision"]
     with db.engine.connect() as conn:
         assert "ix_deal_tenant_pipeline_stage" in {ix["name"] for ix in inspect(conn).get_indexes("deal")}
+    db.dispose()
+
+
+def test_sqlite_batches_leave_their_checkpoints_to_the_helper_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch's transaction turns its own checkpoint off and reports its commit to the thread
+    of crmctl.db.checkpoints, which copies the WAL back while the next batch is prepared."""
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    migrate.upgrade(url)
+    db = open_database(url, "default")
+    committed: list[int] = []
+    autocheckpoints: list[int] = []
+    original = BackgroundCheckpoints.committed
+
+    def spy(self: BackgroundCheckpoints) -> None:
+        conn = db.engine.raw_connection()  # the pooled connection the batch just committed on
+        try:  # read outside a transaction: BEGIN would set the pragma back
+            autocheckpoints.append(conn.driver_connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+        finally:
+            conn.close()
+        committed.append(1)
+        original(self)
+
+    monkeypatch.setattr(BackgroundCheckpoints, "committed", spy)
+    lead_file = write_lead_files(tmp_path / "files", people=60, seed=3)[0]
+    result = import_leads(db, lead_file.import_options(default_region="US", batch_rows=50))
+    batches = -(-result.counts["rows_read"] // 50)
+    assert len(committed) == batches > 1
+    assert autocheckpoints == [0] * batches
     db.dispose()
