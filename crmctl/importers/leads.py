@@ -695,10 +695,17 @@ def _write(
     )
     if stored.height:
         keys = keys.join(stored, on=["winner", "kind", "value"], how="anti")
+    # SQLite: in the unique index's order, each insert next to the previous one (1M rows: 5.5 ->
+    # 3.9 CPU s for the identifiers); PostgreSQL: in contact order, see _by_contact
+    ordered = (
+        keys.sort("kind", "value")
+        if dialect_of(session) != "postgresql"
+        else _by_contact(session, keys, "winner")
+    )
     bulk.insert_frame(
         session,
         "contact_identifier",
-        _by_contact(session, keys, "winner").select(
+        ordered.select(
             pl.lit(tenant).alias("tenant_id"),
             pl.col("winner").alias("contact_id"),
             "kind",
