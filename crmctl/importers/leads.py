@@ -40,6 +40,7 @@ from crmctl.importers.reader import (
     load_mapping,
     open_table,
     overlong_fields,
+    read_ahead,
     rejects_for,
     resolve_columns,
 )
@@ -245,10 +246,14 @@ def _import_table(
     rejects: RejectWriter,
     checkpoints: BackgroundCheckpoints | None = None,
 ) -> None:
-    seen_ids: set[str] = set()
-    for batch in table.batches():
-        counts["rows_read"] += batch.height
-        rows, batch_rejects = _prepare(batch, mapping, options, seen_ids)
+    seen_ids: set[str] = set()  # touched by _prepare only, on the read-ahead thread
+
+    def prepare(batch: pl.DataFrame) -> tuple[int, pl.DataFrame, pl.DataFrame]:
+        return batch.height, *_prepare(batch, mapping, options, seen_ids)
+
+    # Batch N+1 is read and normalised while batch N resolves and writes.
+    for height, rows, batch_rejects in read_ahead(table.batches(), prepare):
+        counts["rows_read"] += height
         if session is not None:
             _resolve_batch(session, rows, run_id, options, counts, rejects, batch_rejects)
         else:
