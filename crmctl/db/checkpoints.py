@@ -29,6 +29,8 @@ from crmctl.db.engine import AUTOCHECKPOINT_OPTION, SQLITE_BUSY_TIMEOUT_MS, Data
 
 # When the log has grown past this, the next batch waits for the copy so that it can restart the log.
 RESTART_BYTES = 256 << 20
+# Commits the thread may be behind before the writer waits for it.
+MAX_LAG_COMMITS = 3
 
 
 class BackgroundCheckpoints:
@@ -37,6 +39,8 @@ class BackgroundCheckpoints:
     def __init__(self, path: Path, *, restart_bytes: int = RESTART_BYTES) -> None:
         self._path = path
         self._log_bytes = 0
+        self._commits = 0  # batches committed
+        self._copied = 0  # of which a finished checkpoint covered
         self._restart_bytes = restart_bytes
         self._changed = threading.Condition()
         self._pending = False
@@ -55,13 +59,16 @@ class BackgroundCheckpoints:
         """Call before a batch begins: waits for the copy when the log should restart.
 
         The log's length is what the last checkpoint reported (frames since the log last restarted),
-        not the file's size: a restarted log reuses the file from its start, at the same size."""
-        if self._log_bytes > self._restart_bytes:
+        not the file's size: a restarted log reuses the file from its start, at the same size. A
+        thread that falls behind (a busy machine) also makes the writer wait, so the log cannot
+        grow unseen between two reports."""
+        if self._log_bytes > self._restart_bytes or self._commits - self._copied >= MAX_LAG_COMMITS:
             self._wait_idle()
 
     def committed(self) -> None:
         """Call after a batch committed: its frames are copied in the background."""
         with self._changed:
+            self._commits += 1
             self._pending = True
             self._changed.notify_all()
 
@@ -93,11 +100,13 @@ class BackgroundCheckpoints:
                     if self._stopping and not self._pending:
                         return
                     self._pending, self._busy = False, True
+                    covered = self._commits
                     self._changed.notify_all()
                 # PASSIVE never waits for readers or the writer: it copies what it can now.
                 _busy, log_frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 with self._changed:
                     self._log_bytes = max(0, log_frames) * page_bytes
+                    self._copied = covered
                     self._busy = False
                     self._changed.notify_all()
         except sqlite3.Error:

@@ -62,8 +62,9 @@ def test_log_restarts_and_every_row_lands(db: Database) -> None:
     finally:
         checkpoints.close()
     assert not checkpoints.failed
-    # the log restarted from its start instead of growing with the import (one batch is ~0.6 MB)
-    assert largest < 6 << 20
+    # the log restarted from its start instead of growing with the import (one batch is ~0.6 MB,
+    # the thread may be 3 commits behind before the writer waits: ~4 MB; 18 MB were written)
+    assert largest < 8 << 20
     with db.engine.connect() as conn:
         # after close every committed frame is in the database file
         busy, frames, copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
