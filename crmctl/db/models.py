@@ -11,7 +11,10 @@ Conventions (keep them when adding tables):
   append-only logs: rows are inserted, never updated (erasure deletes a person's rows outright);
   the one exception are derived projection columns (``stage_change.valid_until`` and the
   ``entered_*_at`` columns, rebuilt by ``crmctl.pipeline.history.refresh``), never facts;
-- JSON columns hold structured detail (payloads, options, counts, candidate values).
+- JSON columns hold structured detail (payloads, options, counts, candidate values); ``json`` on
+  PostgreSQL, not ``jsonb``: crmctl stores and reads them whole and never queries inside them, and
+  ``jsonb`` parses, sorts the keys of and rebuilds every value written (a sixth of the server's CPU
+  in a lead import: source payloads, candidate values, provenance), where ``json`` only checks it.
 """
 
 from __future__ import annotations
@@ -20,10 +23,9 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Index, Integer, UniqueConstraint
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+JSONType = JSON()
 # Ids of the high-volume logs: 64-bit on PostgreSQL (a nightly health run alone writes over a
 # million signal rows); SQLite's INTEGER PRIMARY KEY is already 64-bit and must stay INTEGER to
 # remain the rowid.

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 03:08:30.622930
+Create Date: 2026-11-23 04:03:49.920510
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
-from sqlalchemy.dialects import postgresql
 
 from crmctl.db import rls
 
@@ -59,16 +58,8 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("actor", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("command", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column(
-            "options",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
-        sa.Column(
-            "counts",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
+        sa.Column("options", sa.JSON(), nullable=True),
+        sa.Column("counts", sa.JSON(), nullable=True),
         sa.Column("outcome", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("error", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("started_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
@@ -108,16 +99,8 @@ def upgrade() -> None:
         sa.Column("source", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("file_name", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("file_sha256", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column(
-            "options",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
-        sa.Column(
-            "counts",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
+        sa.Column("options", sa.JSON(), nullable=True),
+        sa.Column("counts", sa.JSON(), nullable=True),
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("actor", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("started_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
@@ -166,11 +149,7 @@ def upgrade() -> None:
         sa.Column("consent_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
         sa.Column("consent_withdrawn_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
         sa.Column("retention_policy", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column(
-            "field_provenance",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
+        sa.Column("field_provenance", sa.JSON(), nullable=True),
         sa.Column("source", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("external_source", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("external_id", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
@@ -212,11 +191,7 @@ def upgrade() -> None:
         sa.Column("currency", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("auto_renew", sa.Boolean(), nullable=False),
         sa.Column("contract_type", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column(
-            "entitlements",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
+        sa.Column("entitlements", sa.JSON(), nullable=True),
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("external_source", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("external_id", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
@@ -357,22 +332,14 @@ def upgrade() -> None:
         sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("contact_id", sa.Integer(), nullable=True),
-        sa.Column(
-            "identity_hashes",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
+        sa.Column("identity_hashes", sa.JSON(), nullable=True),
         sa.Column("requestor", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("reason", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("requested_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.Column("completed_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
         sa.Column("backups_rotate_out_by", sa.Date(), nullable=True),
-        sa.Column(
-            "evidence",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
+        sa.Column("evidence", sa.JSON(), nullable=True),
         sa.ForeignKeyConstraint(
             ["contact_id"],
             ["contact.id"],
@@ -422,11 +389,7 @@ def upgrade() -> None:
         sa.Column("body", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("score", sa.Float(), nullable=True),
         sa.Column("actor", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column(
-            "details",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
+        sa.Column("details", sa.JSON(), nullable=True),
         sa.Column("external_source", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("idempotency_key", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.ForeignKeyConstraint(
@@ -460,26 +423,10 @@ def upgrade() -> None:
         sa.Column("score", sa.Float(), nullable=False),
         sa.Column("winner_contact_id", sa.Integer(), nullable=False),
         sa.Column("loser_contact_id", sa.Integer(), nullable=True),
-        sa.Column(
-            "source_record_ids",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
-        sa.Column(
-            "levels",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
-        sa.Column(
-            "candidates",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
-        sa.Column(
-            "before",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
+        sa.Column("source_record_ids", sa.JSON(), nullable=True),
+        sa.Column("levels", sa.JSON(), nullable=True),
+        sa.Column("candidates", sa.JSON(), nullable=True),
+        sa.Column("before", sa.JSON(), nullable=True),
         sa.Column("actor", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.Column("undone_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
@@ -571,11 +518,7 @@ def upgrade() -> None:
         sa.Column("source_record_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("import_run_id", sa.Integer(), nullable=True),
         sa.Column("row_number", sa.Integer(), nullable=True),
-        sa.Column(
-            "payload",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
+        sa.Column("payload", sa.JSON(), nullable=True),
         sa.Column("content_hash", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("email_norm", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("phone_e164", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
@@ -685,16 +628,8 @@ def upgrade() -> None:
         sa.Column("right_contact_id", sa.Integer(), nullable=False),
         sa.Column("rule", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("score", sa.Float(), nullable=False),
-        sa.Column(
-            "levels",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
-        sa.Column(
-            "candidates",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
+        sa.Column("levels", sa.JSON(), nullable=True),
+        sa.Column("candidates", sa.JSON(), nullable=True),
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("decided_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
         sa.Column("decided_by", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
