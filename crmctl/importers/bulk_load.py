@@ -26,6 +26,14 @@ BULK_LOAD_BYTES = 8 * 1024 * 1024
 BULK_LOAD_BYTES_PER_ROW = 100
 
 
+def several_batches(file_bytes: int, batch_rows: int) -> bool:
+    """Whether input of ``file_bytes`` likely holds more than one batch: only then do WAL
+    checkpoints on a helper thread pay (``db.checkpoints``). A single small batch stays under
+    SQLite's own checkpoint threshold, and the thread's final copy only made it wait (10k rows
+    against 144k contacts: 1.8 s with the thread, 1.3 s without)."""
+    return file_bytes / BULK_LOAD_BYTES_PER_ROW > batch_rows
+
+
 def stored_rows(session: Session, table: str) -> int:
     """About how many rows ``table`` holds, from one probe (SQLite: its largest rowid)."""
     return int(

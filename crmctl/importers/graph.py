@@ -46,6 +46,7 @@ from crmctl.importers.bulk_load import (
     BULK_LOAD_BYTES_PER_ROW,
     bulk_load_indexes,
     deferred_indexes,
+    several_batches,
     stored_rows,
     worth_deferring,
 )
@@ -213,7 +214,8 @@ def import_file(db: Database, kind: str, path: Path, options: ImportOptions) -> 
             else:
                 # One transaction per batch: a kill loses at most the batch in flight, and a re-run
                 # skips or updates what is already there.
-                with background_checkpoints(db) as checkpoints:
+                several = several_batches(path.stat().st_size, options.batch_rows)
+                with background_checkpoints(db, enabled=several) as checkpoints:
                     for batch in read_ahead(table.batches(), run.typed):
                         if checkpoints is not None:
                             checkpoints.before_write()

@@ -32,7 +32,7 @@ from crmctl.identity.normalize import NICKNAME_TO_CANONICAL
 from crmctl.identity.records import FIELD_ALIASES, FIELDS, normalise_records, record_keys
 from crmctl.identity.resolve import resolve
 from crmctl.identity.rules import ResolutionRules
-from crmctl.importers.bulk_load import bulk_load_indexes, deferred_indexes, worth_deferring
+from crmctl.importers.bulk_load import bulk_load_indexes, deferred_indexes, several_batches, worth_deferring
 from crmctl.importers.reader import (
     DEFAULT_BATCH_ROWS,
     ROW_COLUMN,
@@ -163,7 +163,7 @@ def import_leads(db: Database, options: LeadImportOptions) -> LeadImportResult:
             # more than keeping the indexes up to date row by row for the later two files
             deferring = worth_deferring(db, "source_record", size)
             with (
-                background_checkpoints(db) as checkpoints,
+                background_checkpoints(db, enabled=several_batches(size, options.batch_rows)) as checkpoints,
                 deferred_indexes(db, BULK_LOAD_INDEXES, enabled=deferring),
             ):
                 for table in tables:
