@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import Session
+
 from crmctl.db.engine import AUTOCHECKPOINT_OPTION, SQLITE_BUSY_TIMEOUT_MS, Database
 
 # When the log has grown past this, the next batch waits for the copy so that it can restart the log.
@@ -134,3 +136,22 @@ def background_checkpoints(db: Database, *, enabled: bool = True) -> Iterator[Ba
         yield checkpoints
     finally:
         checkpoints.close()
+
+
+@contextmanager
+def batch_session(
+    db: Database, checkpoints: BackgroundCheckpoints | None, *, foreign_keys: bool = True
+) -> Iterator[Session]:
+    """One batch's write transaction in a bulk writer: its WAL copy left to ``checkpoints``' thread
+    (waiting first when the log should restart), and, with ``foreign_keys=False``, no per-row
+    foreign key probes on SQLite (the caller says why that is safe; PostgreSQL keeps them)."""
+    options: dict[str, Any] = {} if foreign_keys else {"crmctl_foreign_keys": False}
+    if checkpoints is not None:
+        checkpoints.before_write()
+        options |= checkpoints.execution_options
+    with db.session(write=True) as session:
+        if options:
+            session.connection(execution_options=options)
+        yield session
+    if checkpoints is not None:
+        checkpoints.committed()

@@ -33,7 +33,7 @@ from sqlalchemy import Index
 from sqlmodel import Session
 
 from crmctl.db.bulk import allocate_ids, insert_frame
-from crmctl.db.checkpoints import BackgroundCheckpoints, background_checkpoints
+from crmctl.db.checkpoints import background_checkpoints, batch_session
 from crmctl.db.engine import Database, dialect_of, tenant_of
 from crmctl.db.models import ImportRun, utcnow
 from crmctl.db.sql import frame as sql_frame
@@ -217,13 +217,12 @@ def import_file(db: Database, kind: str, path: Path, options: ImportOptions) -> 
                 several = several_batches(path.stat().st_size, options.batch_rows)
                 with background_checkpoints(db, enabled=several) as checkpoints:
                     for batch in read_ahead(table.batches(), run.typed):
-                        if checkpoints is not None:
-                            checkpoints.before_write()
-                        with db.session(write=True) as session:
-                            _batch_transaction(session, checkpoints)
+                        # no foreign key probes: the importer writes no reference it did not
+                        # resolve (or create) itself inside the same write transaction, which holds
+                        # SQLite's write lock, so no referenced row can go away in between; a
+                        # reference that does not resolve is rejected before the insert
+                        with batch_session(db, checkpoints, foreign_keys=False) as session:
                             run.batch(session, batch, writer)
-                        if checkpoints is not None:
-                            checkpoints.committed()
                 with db.session(write=True) as session:
                     run.finish(session, writer)
         if kind == "stage-changes" and not options.dry_run:
@@ -272,21 +271,6 @@ def _mapped_references(db: Database, kind: str, path: Path) -> list[str]:
             if 0 < stored_rows(session, table) <= min(file_rows, REFERENCE_MAP_MAX_ROWS):
                 mapped.append(table)
     return mapped
-
-
-def _batch_transaction(session: Session, checkpoints: BackgroundCheckpoints | None) -> None:
-    """SQLite: no per-row foreign key probes in this batch's transaction, and its WAL checkpoint
-    left to ``checkpoints``' thread.
-
-    Skipping the probes is safe because the importer writes no reference it did not resolve (or
-    create) itself inside the same write transaction, which holds SQLite's write lock, so no
-    referenced row can go away in between; a reference that does not resolve is rejected before
-    the insert. PostgreSQL keeps its checks (the options are SQLite's; see
-    ``engine._configure_sqlite``)."""
-    options: dict[str, Any] = {"crmctl_foreign_keys": False}
-    if checkpoints is not None:
-        options |= checkpoints.execution_options
-    session.connection(execution_options=options)
 
 
 def _start_run(

@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from crmctl.db import bulk
-from crmctl.db.checkpoints import BackgroundCheckpoints, background_checkpoints
+from crmctl.db.checkpoints import BackgroundCheckpoints, background_checkpoints, batch_session
 from crmctl.db.engine import Database, dialect_of, tenant_of
 from crmctl.db.models import ImportRun, utcnow
 from crmctl.db.sql import lock_rows
@@ -257,28 +257,12 @@ def _import_table(
         if session is not None:
             _resolve_batch(session, rows, run_id, options, counts, rejects, batch_rejects)
         else:
-            if checkpoints is not None:
-                checkpoints.before_write()
-            with db.session(write=True) as batch_session:
-                _batch_transaction(batch_session, checkpoints)
-                _asynchronous_commit(batch_session)
-                _resolve_batch(batch_session, rows, run_id, options, counts, rejects, batch_rejects)
-            if checkpoints is not None:
-                checkpoints.committed()
-
-
-def _batch_transaction(session: Session, checkpoints: BackgroundCheckpoints | None) -> None:
-    """SQLite: no per-row foreign key probes in a batch's transaction (PostgreSQL keeps its checks),
-    and its WAL checkpoint left to ``checkpoints``' thread (1M rows: the commits' own checkpoints
-    waited about 12 s for the disk).
-
-    Skipping the probes is safe because every reference a batch writes is to a row it created or
-    read inside the same write transaction (the run, new contacts, the existing contacts it
-    found), and that transaction holds SQLite's write lock, so none of them can go away in between."""
-    execution_options: dict[str, Any] = {"crmctl_foreign_keys": False}
-    if checkpoints is not None:
-        execution_options |= checkpoints.execution_options
-    session.connection(execution_options=execution_options)
+            # no foreign key probes: every reference a batch writes is to a row it created or read
+            # inside the same write transaction (the run, new contacts, the existing contacts it
+            # found), and that transaction holds SQLite's write lock, so none can go away meanwhile
+            with batch_session(db, checkpoints, foreign_keys=False) as batch:
+                _asynchronous_commit(batch)
+                _resolve_batch(batch, rows, run_id, options, counts, rejects, batch_rejects)
 
 
 def _asynchronous_commit(session: Session) -> None:
