@@ -2,7 +2,8 @@
 
 Conventions (keep them when adding tables):
 - every table has ``tenant_id`` and every index that a tenant-scoped query uses starts with it;
-  on PostgreSQL each such table gets a row-level-security policy (``crmctl.db.rls``);
+  on PostgreSQL each such table gets a row-level-security policy (``crmctl.db.rls``); SQLite
+  puts it last in its non-unique indexes (``crmctl.db.sqlite_ddl``);
 - timestamps are timezone-aware UTC (``utcnow()``; timestamptz on PostgreSQL, ISO text on SQLite,
   read back as aware UTC), dates are calendar dates;
 - money is stored as integer cents (``*_cents``) with an ISO currency code beside it, so sums are
@@ -24,6 +25,8 @@ from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from crmctl.db import sqlite_ddl  # noqa: F401  (SQLite's index column order, for every DDL path)
 
 JSONType = JSON()
 # Ids of the high-volume logs: 64-bit on PostgreSQL (a nightly health run alone writes over a
