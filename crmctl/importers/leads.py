@@ -359,6 +359,9 @@ def _select_in(
 ) -> pl.DataFrame:
     """Run ``sql`` (``:name`` parameters and a ``{cond}`` placeholder) for chunks of ``values``.
 
+    Give ``values`` sorted: each chunk then seeks one stretch of the index, near the last seek
+    (SQLite, 100k emails against 1M rows' identifiers: 0.13 CPU s sorted, 0.22 s in hash order).
+
     Index probes with thousands of values, each chunk bound as one parameter: an array unnested
     into a LATERAL seek per value on PostgreSQL, ``IN (SELECT value FROM json_each(…))`` on
     SQLite (a JSON array: one bind instead of one per value, and the probes stay index seeks)."""
@@ -432,7 +435,7 @@ def _resolve_batch(
             session,
             "SELECT source_record_id FROM source_record WHERE tenant_id = :t AND source = :s AND {cond}",
             "source_record_id",
-            records["srid"].to_list(),
+            records["srid"].sort().to_list(),
             {"t": tenant, "s": options.source},
             {"srid": pl.String},
         )
@@ -489,7 +492,7 @@ def _candidates(
     id_schema = {"contact_id": pl.Int64, "kind": pl.String, "value": pl.String}
     hits = []
     for kind, group in keys.group_by("kind"):
-        values = group["value"].unique().to_list()
+        values = group["value"].unique().sort().to_list()
         hits.append(
             _select_in(
                 session,
@@ -508,7 +511,7 @@ def _candidates(
         "merged_into_id": pl.Int64,
         **dict.fromkeys(FILL_FIELDS, pl.String),
     }
-    ids = found["contact_id"].unique().to_list()
+    ids = found["contact_id"].unique().sort().to_list()
     # follow merges to the surviving contact
     roots: dict[int, int] = {}
     frontier = ids
@@ -524,7 +527,9 @@ def _candidates(
             contact_schema,
         )
         info_parts.append(info)
-        frontier = [p for p in info["merged_into_id"].drop_nulls().unique().to_list() if p not in roots]
+        frontier = [
+            p for p in info["merged_into_id"].drop_nulls().unique().sort().to_list() if p not in roots
+        ]
         for cid, parent in info.select("contact_id", "merged_into_id").iter_rows():
             roots[cid] = parent if parent is not None else cid
     if not roots:
@@ -565,7 +570,7 @@ def _candidates(
     )
     # every identifier of the surviving contacts and of the contacts merged into them
     root_of = {c: root(c) for c in roots}
-    members = list(roots)
+    members = sorted(roots)
     stored = _select_in(
         session,
         "SELECT contact_id, kind, value FROM {by_contact} WHERE tenant_id = :t AND {cond}",
