@@ -80,8 +80,12 @@ def undo_run(session: Session, run_id: int, *, actor: str) -> RunUndone:
             f"Import run {run_id} cannot be undone: later run(s) {runs} matched rows to contacts it created.",
             hint="Undo those runs first (newest first).",
         )
+    # newest first: a contact several batches of the run filled ends with the oldest "before",
+    # the fields as they were before the run
     decisions = session.exec(
-        select(MergeDecision).where(MergeDecision.tenant_id == tenant, MergeDecision.import_run_id == run_id)
+        select(MergeDecision)
+        .where(MergeDecision.tenant_id == tenant, MergeDecision.import_run_id == run_id)
+        .order_by(MergeDecision.id.desc())  # type: ignore[union-attr]
     ).all()
     now = utcnow()
     conn = session.connection()
