@@ -279,7 +279,8 @@ def _import_table(
             # no foreign key probes: every reference a batch writes is to a row it created or read
             # inside the same write transaction (the run, new contacts, the existing contacts it
             # found), and that transaction holds SQLite's write lock, so none can go away meanwhile
-            with batch_session(db, checkpoints, foreign_keys=False) as batch:
+            # PostgreSQL: the batch's inserts run on a helper thread while it builds the next frame
+            with batch_session(db, checkpoints, foreign_keys=False) as batch, bulk.background_inserts(batch):
                 _asynchronous_commit(batch)
                 _resolve_batch(batch, rows, run_id, options, counts, rejects, batch_rejects, first_import)
 

@@ -119,3 +119,48 @@ def test_as_utc_reads_timestamps_however_they_were_written() -> None:
         pl.col("at").dt.replace_time_zone("Europe/Berlin")
     )
     assert berlin.select(as_utc(berlin, "at"))["at"].to_list() == [dt.datetime(2024, 6, 1, 10, tzinfo=dt.UTC)]
+
+
+def _accounts(names: list[str], tenant: str = "default") -> pl.DataFrame:
+    when = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    n = len(names)
+    return pl.DataFrame(
+        {"tenant_id": [tenant] * n, "name": names, "created_at": [when] * n, "updated_at": [when] * n}
+    )
+
+
+def test_background_inserts_keep_order_and_are_seen_by_the_next_statement(db: Database) -> None:
+    # on PostgreSQL the inserts run on a helper thread; a statement after them sees every row
+    from crmctl.db.bulk import background_inserts
+
+    with db.session(write=True) as session, background_inserts(session):
+        insert_frame(session, "account", _accounts([f"a{i}" for i in range(500)]))
+        insert_frame(session, "account", _accounts([f"b{i}" for i in range(500)]))
+        seen = read_frame(session, "SELECT count(*) AS n FROM account")["n"].item()
+        insert_frame(session, "account", _accounts(["c"]))
+    assert seen == 1000
+    with db.session() as session:
+        names = read_frame(session, "SELECT name FROM account ORDER BY id")["name"].to_list()
+    assert names == [f"a{i}" for i in range(500)] + [f"b{i}" for i in range(500)] + ["c"]
+
+
+def test_background_insert_failure_is_raised_and_nothing_is_written(db: Database, backend: str) -> None:
+    import pytest
+    from psycopg import errors
+    from sqlalchemy.exc import DBAPIError
+
+    from crmctl.db.bulk import background_inserts
+
+    if backend != "postgresql":
+        pytest.skip("background inserts are PostgreSQL's; SQLite inserts in the caller's thread")
+    with (
+        pytest.raises((DBAPIError, errors.InsufficientPrivilege)),
+        db.session(write=True) as session,
+        background_inserts(session),
+    ):
+        insert_frame(session, "account", _accounts(["kept?"]))
+        insert_frame(session, "account", _accounts(["intruder"], tenant="intruder"))  # RLS refuses it
+        insert_frame(session, "account", _accounts(["after"]))
+        read_frame(session, "SELECT count(*) AS n FROM account")  # raises the queued insert's error
+    with db.session() as session:
+        assert read_frame(session, "SELECT count(*) AS n FROM account")["n"].item() == 0

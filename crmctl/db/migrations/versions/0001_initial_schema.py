@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 04:03:49.920510
+Create Date: 2026-11-23 05:53:31.552256
 """
 
 from collections.abc import Sequence
@@ -266,6 +266,25 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant_id", "pipeline_id", "name", name="uq_stage_name"),
     )
     op.create_table(
+        "contact_identifier",
+        sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("contact_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+        sa.Column("value", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("source_record_id", sa.Integer(), nullable=True),
+        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["contact_id"],
+            ["contact.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "kind", "value", "contact_id", name="uq_contact_identifier"),
+    )
+    with op.batch_alter_table("contact_identifier", schema=None) as batch_op:
+        batch_op.create_index("ix_contact_identifier_contact", ["tenant_id", "contact_id"], unique=False)
+
+    op.create_table(
         "deal",
         sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("id", sa.Integer(), nullable=False),
@@ -432,10 +451,6 @@ def upgrade() -> None:
         sa.Column("undone_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
         sa.Column("undone_by", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["import_run_id"],
-            ["import_run.id"],
-        ),
-        sa.ForeignKeyConstraint(
             ["loser_contact_id"],
             ["contact.id"],
         ),
@@ -534,10 +549,6 @@ def upgrade() -> None:
             ["contact_id"],
             ["contact.id"],
         ),
-        sa.ForeignKeyConstraint(
-            ["import_run_id"],
-            ["import_run.id"],
-        ),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("tenant_id", "source", "source_record_id", name="uq_source_record"),
     )
@@ -580,29 +591,6 @@ def upgrade() -> None:
         batch_op.create_index("ix_support_ticket_tenant_contact", ["tenant_id", "contact_id"], unique=False)
 
     op.create_table(
-        "contact_identifier",
-        sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("contact_id", sa.Integer(), nullable=False),
-        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
-        sa.Column("value", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("source_record_id", sa.Integer(), nullable=True),
-        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["contact_id"],
-            ["contact.id"],
-        ),
-        sa.ForeignKeyConstraint(
-            ["source_record_id"],
-            ["source_record.id"],
-        ),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("tenant_id", "kind", "value", "contact_id", name="uq_contact_identifier"),
-    )
-    with op.batch_alter_table("contact_identifier", schema=None) as batch_op:
-        batch_op.create_index("ix_contact_identifier_contact", ["tenant_id", "contact_id"], unique=False)
-
-    op.create_table(
         "erasure_step",
         sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("id", sa.Integer(), nullable=False),
@@ -635,10 +623,6 @@ def upgrade() -> None:
         sa.Column("decided_by", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("merge_decision_id", sa.Integer(), nullable=True),
         sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["import_run_id"],
-            ["import_run.id"],
-        ),
         sa.ForeignKeyConstraint(
             ["left_contact_id"],
             ["contact.id"],
@@ -759,10 +743,6 @@ def downgrade() -> None:
 
     op.drop_table("review_item")
     op.drop_table("erasure_step")
-    with op.batch_alter_table("contact_identifier", schema=None) as batch_op:
-        batch_op.drop_index("ix_contact_identifier_contact")
-
-    op.drop_table("contact_identifier")
     with op.batch_alter_table("support_ticket", schema=None) as batch_op:
         batch_op.drop_index("ix_support_ticket_tenant_contact")
         batch_op.drop_index("ix_support_ticket_tenant_account")
@@ -809,6 +789,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_deal_tenant_account")
 
     op.drop_table("deal")
+    with op.batch_alter_table("contact_identifier", schema=None) as batch_op:
+        batch_op.drop_index("ix_contact_identifier_contact")
+
+    op.drop_table("contact_identifier")
     op.drop_table("stage")
     with op.batch_alter_table("manual_signal", schema=None) as batch_op:
         batch_op.drop_index("ix_manual_signal_tenant_account")
