@@ -2,9 +2,12 @@ import datetime as dt
 import json
 
 import polars as pl
+import pytest
+from psycopg import errors
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import select
 
-from crmctl.db.bulk import allocate_ids, insert_frame, read_frame
+from crmctl.db.bulk import allocate_ids, background_inserts, insert_frame, read_frame
 from crmctl.db.engine import Database
 from crmctl.db.models import Account, Contact
 
@@ -131,8 +134,6 @@ def _accounts(names: list[str], tenant: str = "default") -> pl.DataFrame:
 
 def test_background_inserts_keep_order_and_are_seen_by_the_next_statement(db: Database) -> None:
     # on PostgreSQL the inserts run on a helper thread; a statement after them sees every row
-    from crmctl.db.bulk import background_inserts
-
     with db.session(write=True) as session, background_inserts(session):
         insert_frame(session, "account", _accounts([f"a{i}" for i in range(500)]))
         insert_frame(session, "account", _accounts([f"b{i}" for i in range(500)]))
@@ -145,12 +146,6 @@ def test_background_inserts_keep_order_and_are_seen_by_the_next_statement(db: Da
 
 
 def test_background_insert_failure_is_raised_and_nothing_is_written(db: Database, backend: str) -> None:
-    import pytest
-    from psycopg import errors
-    from sqlalchemy.exc import DBAPIError
-
-    from crmctl.db.bulk import background_inserts
-
     if backend != "postgresql":
         pytest.skip("background inserts are PostgreSQL's; SQLite inserts in the caller's thread")
     with (
