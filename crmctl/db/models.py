@@ -90,7 +90,6 @@ class Contact(TenantTable, table=True):
         Index("ix_contact_tenant_phone_e164", "tenant_id", "phone_e164"),
         Index("ix_contact_tenant_account", "tenant_id", "account_id"),
         Index("ix_contact_tenant_merged_into", "tenant_id", "merged_into_id"),
-        Index("ix_contact_tenant_last_name_company", "tenant_id", "last_name_norm", "company_norm"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

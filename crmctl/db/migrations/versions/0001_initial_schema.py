@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 05:53:31.552256
+Create Date: 2026-11-23 07:20:16.539704
 """
 
 from collections.abc import Sequence
@@ -172,11 +172,6 @@ def upgrade() -> None:
     with op.batch_alter_table("contact", schema=None) as batch_op:
         batch_op.create_index("ix_contact_tenant_account", ["tenant_id", "account_id"], unique=False)
         batch_op.create_index("ix_contact_tenant_email_norm", ["tenant_id", "email_norm"], unique=False)
-        batch_op.create_index(
-            "ix_contact_tenant_last_name_company",
-            ["tenant_id", "last_name_norm", "company_norm"],
-            unique=False,
-        )
         batch_op.create_index("ix_contact_tenant_merged_into", ["tenant_id", "merged_into_id"], unique=False)
         batch_op.create_index("ix_contact_tenant_phone_e164", ["tenant_id", "phone_e164"], unique=False)
 
@@ -809,7 +804,6 @@ def downgrade() -> None:
     with op.batch_alter_table("contact", schema=None) as batch_op:
         batch_op.drop_index("ix_contact_tenant_phone_e164")
         batch_op.drop_index("ix_contact_tenant_merged_into")
-        batch_op.drop_index("ix_contact_tenant_last_name_company")
         batch_op.drop_index("ix_contact_tenant_email_norm")
         batch_op.drop_index("ix_contact_tenant_account")
 
