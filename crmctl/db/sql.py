@@ -31,7 +31,8 @@ def tenant_unindexed(session: Session) -> str:
     """The tenant filter for queries that probe by primary key or scan a whole table.
 
     SQLite would otherwise walk a (tenant_id, …) index over every row of the tenant (one tenant
-    is one index value) instead of probing the primary key; the unary plus stops that."""
+    is one index value) instead of probing the primary key; the unary plus stops that. New SQLite
+    files have no index led by tenant_id (``crmctl.db.sqlite_ddl``); files made before that do."""
     return f"{unindexed(session, 'tenant_id')} = :tenant"
 
 
