@@ -139,19 +139,28 @@ def background_checkpoints(db: Database, *, enabled: bool = True) -> Iterator[Ba
 
 
 @contextmanager
+def checkpointed(checkpoints: BackgroundCheckpoints | None) -> Iterator[None]:
+    """Around one write transaction of a bulk writer (the block must commit it): wait first when
+    the log should restart, report the commit after. No thread (None): nothing to do."""
+    if checkpoints is None:
+        yield
+        return
+    checkpoints.before_write()
+    yield
+    checkpoints.committed()
+
+
+@contextmanager
 def batch_session(
     db: Database, checkpoints: BackgroundCheckpoints | None, *, foreign_keys: bool = True
 ) -> Iterator[Session]:
     """One batch's write transaction in a bulk writer: its WAL copy left to ``checkpoints``' thread
-    (waiting first when the log should restart), and, with ``foreign_keys=False``, no per-row
-    foreign key probes on SQLite (the caller says why that is safe; PostgreSQL keeps them)."""
+    (see :func:`checkpointed`), and, with ``foreign_keys=False``, no per-row foreign key probes on
+    SQLite (the caller says why that is safe; PostgreSQL keeps them)."""
     options: dict[str, Any] = {} if foreign_keys else {"crmctl_foreign_keys": False}
     if checkpoints is not None:
-        checkpoints.before_write()
         options |= checkpoints.execution_options
-    with db.session(write=True) as session:
+    with checkpointed(checkpoints), db.session(write=True) as session:
         if options:
             session.connection(execution_options=options)
         yield session
-    if checkpoints is not None:
-        checkpoints.committed()

@@ -3,7 +3,7 @@
 Conventions (keep them when adding tables):
 - every table has ``tenant_id`` and every index that a tenant-scoped query uses starts with it;
   on PostgreSQL each such table gets a row-level-security policy (``crmctl.db.rls``); SQLite
-  puts it last in its non-unique indexes (``crmctl.db.sqlite_ddl``);
+  puts it last in every index and unique constraint (``crmctl.db.sqlite_ddl``);
 - timestamps are timezone-aware UTC (``utcnow()``; timestamptz on PostgreSQL, ISO text on SQLite,
   read back as aware UTC), dates are calendar dates;
 - money is stored as integer cents (``*_cents``) with an ISO currency code beside it, so sums are

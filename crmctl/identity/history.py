@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import polars as pl
@@ -10,7 +9,7 @@ from sqlmodel import Session, select
 
 from crmctl.db import bulk
 from crmctl.db.engine import tenant_of
-from crmctl.db.models import ImportRun, MergeDecision, ReviewItem
+from crmctl.db.models import ImportRun, MergeDecision, ReviewItem, SourceRecord
 from crmctl.errors import NotFoundError
 from crmctl.identity.normalize import split_full_name
 
@@ -94,36 +93,30 @@ def _record_candidates(session: Session, ids: list[int]) -> list[dict[str, Any]]
     through its run's column mapping, a full name split as matching split it. A record an undo
     removed shows its id only; an erased one, no values."""
     tenant = tenant_of(session)
-    params: dict[str, Any] = {"t": tenant, **{f"i{n}": i for n, i in enumerate(ids)}}
-    holders = ", ".join(f":i{n}" for n in range(len(ids)))
-    rows = bulk.read_frame(
-        session,
-        "SELECT id, source_record_id, import_run_id, payload FROM source_record "
-        f"WHERE tenant_id = :t AND id IN ({holders})",
-        params,
-    )
-    found = {row["id"]: row for row in rows.to_dicts()} if rows.height else {}
-    run_ids = {row["import_run_id"] for row in found.values() if row["import_run_id"] is not None}
+    records = session.exec(
+        select(SourceRecord).where(SourceRecord.tenant_id == tenant, SourceRecord.id.in_(ids))  # type: ignore[union-attr]
+    ).all()
+    found = {record.id: record for record in records}
+    run_ids = {record.import_run_id for record in records if record.import_run_id is not None}
     runs = session.exec(
         select(ImportRun).where(ImportRun.tenant_id == tenant, ImportRun.id.in_(run_ids))  # type: ignore[union-attr]
     ).all()
     mappings = {run.id: (run.options or {}).get("mapping") or {} for run in runs}
     out = []
     for record_id in ids:
-        row = found.get(record_id)
+        record = found.get(record_id)
         candidate: dict[str, Any] = {"type": "record", "source_record_id": record_id}
-        if row is None:
+        if record is None:
             out.append(candidate)
             continue
-        payload = row["payload"]
-        values = json.loads(payload) if isinstance(payload, str) else payload or {}
-        mapping = mappings.get(row["import_run_id"], {})
+        values = record.payload or {}
+        mapping = mappings.get(record.import_run_id, {})
         field = {f: values.get(h) if isinstance(values, dict) else None for f, h in mapping.items()}
         if field.get("full_name") and not (field.get("first_name") and field.get("last_name")):
             first, last = split_full_name(field["full_name"])
             field["first_name"] = field.get("first_name") or first
             field["last_name"] = field.get("last_name") or last
-        candidate["source_id"] = row["source_record_id"]
+        candidate["source_id"] = record.source_record_id
         candidate.update({f: field.get(f) for f in RECORD_FIELDS})
         out.append(candidate)
     return out

@@ -14,7 +14,7 @@ from sqlalchemy import Index
 from sqlmodel import Session
 
 from crmctl.db import models
-from crmctl.db.checkpoints import background_checkpoints
+from crmctl.db.checkpoints import background_checkpoints, checkpointed
 from crmctl.db.engine import Database, sqlite_index_build
 from crmctl.db.locks import database_file_lock
 from crmctl.db.migrate import missing_indexes
@@ -112,9 +112,5 @@ def _create_missing(db: Database) -> None:
         if checkpoints is not None:
             conn.execution_options(**checkpoints.execution_options)
         for index in missing:
-            if checkpoints is not None:
-                checkpoints.before_write()
-            with conn.begin():
+            with checkpointed(checkpoints), conn.begin():
                 index.create(conn, checkfirst=True)
-            if checkpoints is not None:
-                checkpoints.committed()

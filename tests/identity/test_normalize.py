@@ -1,3 +1,5 @@
+import unicodedata
+
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -162,7 +164,5 @@ def test_international_fast_path_property(code: int, national: str) -> None:
 
 @given(st.text(alphabet=st.characters(max_codepoint=127)))
 def test_fold_of_ascii_is_the_full_decomposition(raw: str) -> None:
-    import unicodedata
-
     decomposed = unicodedata.normalize("NFKD", raw.lower())
     assert n.fold(raw) == "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()

@@ -17,6 +17,7 @@ from crmctl.importers.reader import (
     load_mapping,
     open_table,
     overlong_fields,
+    read_ahead,
     resolve_columns,
 )
 
@@ -189,8 +190,6 @@ def test_small_read_chunks_split_no_row(
 
 
 def test_read_ahead_keeps_order_raises_at_the_failing_batch_and_closes_the_source() -> None:
-    from crmctl.importers.reader import read_ahead
-
     closed = []
 
     def source(fail_at: int | None):
