@@ -144,6 +144,7 @@ def check(url: str) -> list[str]:
                     problems.append(f"{len(bad)} rows break foreign keys")
             if current == head:
                 problems += _missing_index_problems(conn)
+                problems += dangling_references(conn)
     except OperationalError as exc:
         raise connection_error(exc, url) from exc
     finally:
@@ -168,6 +169,23 @@ def missing_indexes(conn: Connection) -> list[Index]:
         for ix in table.indexes
         if ix.name not in present
     ]
+
+
+def dangling_references(conn: Connection) -> list[str]:
+    """The references without a foreign key (``models.UNKEYED_REFERENCES``) that name a row that
+    does not exist, one sentence per column; crmctl's own writers never leave one. Counts only,
+    never values. PostgreSQL: as the connecting role sees the rows (run it as the owner)."""
+    from crmctl.db.models import UNKEYED_REFERENCES
+
+    problems = []
+    for table, column, target in UNKEYED_REFERENCES:
+        dangling = conn.exec_driver_sql(
+            f'SELECT count(*) FROM "{table}" AS r WHERE r."{column}" IS NOT NULL '
+            f'AND NOT EXISTS (SELECT 1 FROM "{target}" AS t WHERE t.id = r."{column}")'
+        ).scalar()
+        if dangling:
+            problems.append(f"{dangling} {table} row(s) name a {target} that does not exist ({column})")
+    return problems
 
 
 def _missing_index_problems(conn: Connection) -> list[str]:

@@ -141,30 +141,40 @@ class ContactIdentifier(TenantTable, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    contact_id: int = Field(foreign_key="contact.id")
+    contact_id: int  # contact.id, no foreign key: see UNKEYED_REFERENCES
     kind: str = Field(max_length=32)
     value: str
-    # Provenance, deliberately without a foreign key (see RUN_REFERENCES below for the reasoning and
-    # the measured cost): the lead importer writes an identifier in the same transaction as the
-    # source record it names, and the one code path that deletes source records (undo of an import
-    # run) deletes the identifiers naming them first, in the same transaction.
-    source_record_id: int | None = None
+    source_record_id: int | None = None  # source_record.id, no foreign key: see UNKEYED_REFERENCES
     created_at: datetime = Field(default_factory=utcnow)
 
 
-# RUN_REFERENCES: ``import_run_id`` of source_record, merge_decision and review_item (and
-# contact_identifier.source_record_id above) are plain columns, not foreign keys. PostgreSQL checks a
-# foreign key once per inserted row (a query that locks the referenced row FOR KEY SHARE and logs the
-# lock): in a lead import of 100k people those checks on rows that all name the same import run
-# cost 5.3 s of the server's 34.5 CPU seconds, and the identifiers' source record checks another
-# 2.4 s, for integrity these columns do not need from the database:
-# - an import run row is inserted and committed before any row naming it is written, by the same
-#   importer that writes those rows with its id, and no code deletes import runs (undo marks them
-#   ``undone``); so a reference cannot dangle unless a person deletes runs by hand;
-# - the references are read only to find a run's rows (``imports show`` / ``undo``, through the
-#   ``*_tenant_run`` indexes), where a dangling value would simply match no run.
-# References to contacts keep their foreign keys: contacts are deleted by undo and merged, and
-# those keys guard the rows that hold a person's data.
+# UNKEYED_REFERENCES: the columns below name rows of another table without a foreign key. They are
+# the lead importer's provenance and audit rows, hundreds of thousands per import, and PostgreSQL
+# checks a foreign key once per inserted row (a query that finds the referenced row and locks it FOR
+# KEY SHARE). Measured in a lead import of 100k people, the checks were a third of each bulk insert:
+# on import runs 5.3 s and on the identifiers' source records 2.4 s of the server's 34.5 CPU s; on
+# contacts 0.7-1.4 s per 100k rows of each of source_record, contact_identifier and merge_decision.
+# (SQLite imports never ran them: a lead batch turns foreign keys off, see ``batch_session``.)
+# The integrity the keys gave is kept by the only code that writes or deletes these rows:
+# - import runs are never deleted (undo marks them ``undone``), and every row naming a run is
+#   written after the run's row is committed;
+# - contacts are deleted only by ``imports undo``, which deletes the source records, identifiers and
+#   merge decisions naming them first, in the same transaction, and refuses while a later run's rows
+#   name them; erasure scrubs contacts in place. Undo and every writer of these rows (lead import,
+#   resolve, review, merges undo, the migration importer) hold the tenant's "import" job lock, so
+#   none of them runs between undo's check and its deletes;
+# - a lead batch locks the existing contacts it writes to (``_hold_existing``) and creates the rest.
+# ``crmctl db check`` reports any row whose reference dangles (someone deleted rows by hand).
+UNKEYED_REFERENCES: tuple[tuple[str, str, str], ...] = (
+    ("source_record", "import_run_id", "import_run"),
+    ("source_record", "contact_id", "contact"),
+    ("contact_identifier", "contact_id", "contact"),
+    ("contact_identifier", "source_record_id", "source_record"),
+    ("merge_decision", "import_run_id", "import_run"),
+    ("merge_decision", "winner_contact_id", "contact"),
+    ("merge_decision", "loser_contact_id", "contact"),
+    ("review_item", "import_run_id", "import_run"),
+)
 
 
 class ImportRun(TenantTable, table=True):
@@ -198,7 +208,7 @@ class SourceRecord(TenantTable, table=True):
     id: int | None = Field(default=None, primary_key=True)
     source: str
     source_record_id: str
-    import_run_id: int | None = None  # import_run.id, no foreign key: see RUN_REFERENCES
+    import_run_id: int | None = None  # import_run.id, no foreign key: see UNKEYED_REFERENCES
     row_number: int | None = None
     payload: dict[str, Any] | None = _json()  # the row as received (scrubbed on erasure)
     content_hash: str | None = None
@@ -206,7 +216,7 @@ class SourceRecord(TenantTable, table=True):
     phone_e164: str | None = None
     name_key: str | None = None
     company_key: str | None = None
-    contact_id: int | None = Field(default=None, foreign_key="contact.id")
+    contact_id: int | None = None  # contact.id, no foreign key: see UNKEYED_REFERENCES
     action: str | None = None  # created | merged | review | rejected
     campaign: str | None = None
     medium: str | None = None
@@ -225,12 +235,12 @@ class MergeDecision(TenantTable, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    import_run_id: int | None = None  # import_run.id, no foreign key: see RUN_REFERENCES
+    import_run_id: int | None = None  # import_run.id, no foreign key: see UNKEYED_REFERENCES
     kind: str = "record"  # record (a source record joined a contact) | contact (two contacts merged)
     rule: str
     score: float
-    winner_contact_id: int = Field(foreign_key="contact.id")
-    loser_contact_id: int | None = Field(default=None, foreign_key="contact.id")
+    winner_contact_id: int  # contact.id, no foreign key: see UNKEYED_REFERENCES
+    loser_contact_id: int | None = None  # contact.id, no foreign key: see UNKEYED_REFERENCES
     source_record_ids: list[int] | None = _json()
     levels: dict[str, Any] | None = _json()  # field -> comparison level label and similarity
     candidates: list[dict[str, Any]] | None = _json()  # the values each candidate held (audit)
@@ -248,7 +258,7 @@ class ReviewItem(TenantTable, table=True):
     __table_args__ = (Index("ix_review_item_tenant_status", "tenant_id", "status"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    import_run_id: int | None = None  # import_run.id, no foreign key: see RUN_REFERENCES
+    import_run_id: int | None = None  # import_run.id, no foreign key: see UNKEYED_REFERENCES
     left_contact_id: int = Field(foreign_key="contact.id")
     right_contact_id: int = Field(foreign_key="contact.id")
     rule: str

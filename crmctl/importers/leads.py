@@ -660,6 +660,13 @@ def _write(
         .alias("action")
     )
     sr_ids = bulk.allocate_ids(session, "source_record", recs.height)
+    # Decision ids now, before the first insert is queued: drawn later, on PostgreSQL the draw
+    # waited for every queued insert (the connection's one statement at a time), and the decisions'
+    # frames were then built while the server sat idle. Enough for a decision per cluster that
+    # joined anything and one per younger existing contact merged; unused ids are gaps.
+    joined = resolution.edges.join(clusters.rename({"node": "a"}), on="a")["cluster"].n_unique()
+    younger = int((landing["all_contacts"].list.len() - 1).sum() or 0)
+    decision_ids = bulk.allocate_ids(session, "merge_decision", joined + younger)
     recs = recs.sort("node").with_columns(pl.Series("sr_id", sr_ids, dtype=pl.Int64))
     counts["new_contacts"] += new_clusters.height
     counts["merged_into_existing"] += recs.filter(~is_new).height
@@ -750,7 +757,18 @@ def _write(
     fill = _fill_rows(_name_in_place(contact_values, contacts), contacts, landing)
     # decisions first: they keep the existing contacts' fields as they were before the fill (undo)
     _merge_decisions(
-        session, recs, contacts, clusters, landing, fill["winner"], resolution, run_id, options, counts, now
+        session,
+        recs,
+        contacts,
+        clusters,
+        landing,
+        fill["winner"],
+        resolution,
+        decision_ids,
+        run_id,
+        options,
+        counts,
+        now,
     )
     _update_existing(session, fill, now)
     _review_items(session, recs, contacts, clusters, target, resolution, run_id, now)
@@ -941,6 +959,7 @@ def _merge_decisions(
     landing: pl.DataFrame,
     filled: pl.Series,
     resolution: Any,
+    decision_ids: list[int],
     run_id: int,
     options: LeadImportOptions,
     counts: dict[str, Any],
@@ -952,7 +971,8 @@ def _merge_decisions(
     their source records (``source_record_ids`` names them; ``merges show`` reads them from the
     payload, see ``history.merge_decision``), so ``candidates`` holds the existing contacts' values
     only (they can change later; NULL when the cluster joined records only), and ``before``, the
-    winner's fields for undo, only when this batch's fill changes that contact (``filled``)."""
+    winner's fields for undo, only when this batch's fill changes that contact (``filled``).
+    ``decision_ids``: ids drawn for them, enough for every decision this writes."""
     tenant = tenant_of(session)
     edges = resolution.edges.join(clusters.rename({"node": "a"}), on="a")
     summary = edges.group_by("cluster").agg(
@@ -1006,8 +1026,7 @@ def _merge_decisions(
         else pl.DataFrame(schema=before_schema)
     )
     decisions = decisions.join(before, on="winner", how="left")
-    ids = bulk.allocate_ids(session, "merge_decision", decisions.height)
-    frame = decisions.with_columns(pl.Series("id", ids, dtype=pl.Int64)).select(
+    frame = decisions.with_columns(pl.Series("id", decision_ids[: decisions.height], dtype=pl.Int64)).select(
         "id",
         pl.lit(tenant).alias("tenant_id"),
         pl.lit(run_id).alias("import_run_id"),
@@ -1034,7 +1053,7 @@ def _merge_decisions(
     ).filter(pl.col("all_contacts").is_not_null() & (pl.col("all_contacts") != pl.col("winner_contact_id")))
     if merged.height:
         merged = merged.unique("all_contacts", keep="first", maintain_order=True)
-        contact_ids = bulk.allocate_ids(session, "merge_decision", merged.height)
+        contact_ids = decision_ids[decisions.height : decisions.height + merged.height]
         bulk.insert_frame(
             session,
             "merge_decision",

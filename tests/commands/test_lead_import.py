@@ -9,6 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
+from crmctl.db.engine import make_engine
 from crmctl.demo.leads import write_lead_files
 
 WEB = """Submission ID,Email,First Name,utm_campaign
@@ -195,6 +196,7 @@ def test_undo_run_and_review_decisions(cli, tmp_path: Path) -> None:
     out = json.loads(cli("imports", "undo", str(second_run), "--yes", "--format", "json").stdout)
     assert out["source_records_removed"] == 3 and out["contacts_removed"] == 1  # Sam Smith
     assert _links(cli) == before  # back to exactly the state before the second run
+    cli("db", "check")  # the undo left no row naming a contact it deleted
     assert [r["status"] for r in json.loads(cli("imports", "list", "--format", "json").stdout)] == [
         "undone",
         "completed",
@@ -233,7 +235,28 @@ def test_resolve_merges_existing_duplicates_and_merges_undo(cli, tmp_path: Path)
     assert decision["kind"] == "contact" and decision["rule"] == "email"
     cli("merges", "undo", str(decision["id"]), "--yes")
     assert _links(cli)[("a", "1")] != _links(cli)[("b", "1")]
+    cli("db", "check")
     bad = cli(
         "import", "leads", str(first), "--source", "c", "--config", str(tmp_path / "nope.toml"), expect=2
     )
     assert "Cannot read the resolution config" in bad.stderr
+
+
+def test_db_check_reports_rows_naming_a_deleted_contact(cli, database_url: str, tmp_path: Path) -> None:
+    """Source records, identifiers and merge decisions name contacts without a foreign key
+    (models.UNKEYED_REFERENCES): a contact deleted by hand leaves them dangling, and db check says
+    so, with counts and no personal data."""
+    cli("import", "leads", str(_write(tmp_path, "web.csv", WEB)), "--source", "web_form")
+    cli("db", "check")
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        contact = conn.exec_driver_sql(
+            "SELECT contact_id FROM source_record GROUP BY contact_id HAVING count(*) = 2"
+        ).scalar_one()
+        conn.exec_driver_sql(f"DELETE FROM contact WHERE id = {contact}")
+    engine.dispose()
+    result = cli("db", "check", expect=1)
+    assert "2 source_record row(s) name a contact that does not exist (contact_id)" in result.stderr
+    assert "contact_identifier row(s) name a contact that does not exist (contact_id)" in result.stderr
+    assert "1 merge_decision row(s) name a contact that does not exist (winner_contact_id)" in result.stderr
+    assert "gmail" not in result.stderr.lower()

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 07:20:16.539704
+Create Date: 2026-11-23 08:02:27.472317
 """
 
 from collections.abc import Sequence
@@ -70,6 +70,21 @@ def upgrade() -> None:
         batch_op.create_index("ix_audit_event_tenant_started", ["tenant_id", "started_at"], unique=False)
 
     op.create_table(
+        "contact_identifier",
+        sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("contact_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+        sa.Column("value", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("source_record_id", sa.Integer(), nullable=True),
+        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "kind", "value", "contact_id", name="uq_contact_identifier"),
+    )
+    with op.batch_alter_table("contact_identifier", schema=None) as batch_op:
+        batch_op.create_index("ix_contact_identifier_contact", ["tenant_id", "contact_id"], unique=False)
+
+    op.create_table(
         "exchange_rate",
         sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("id", sa.Integer(), nullable=False),
@@ -112,6 +127,35 @@ def upgrade() -> None:
         batch_op.create_index("ix_import_run_tenant_sha", ["tenant_id", "file_sha256"], unique=False)
 
     op.create_table(
+        "merge_decision",
+        sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("import_run_id", sa.Integer(), nullable=True),
+        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("rule", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("score", sa.Float(), nullable=False),
+        sa.Column("winner_contact_id", sa.Integer(), nullable=False),
+        sa.Column("loser_contact_id", sa.Integer(), nullable=True),
+        sa.Column("source_record_ids", sa.JSON(), nullable=True),
+        sa.Column("levels", sa.JSON(), nullable=True),
+        sa.Column("candidates", sa.JSON(), nullable=True),
+        sa.Column("before", sa.JSON(), nullable=True),
+        sa.Column("actor", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("undone_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("undone_by", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("merge_decision", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_merge_decision_tenant_loser", ["tenant_id", "loser_contact_id"], unique=False
+        )
+        batch_op.create_index("ix_merge_decision_tenant_run", ["tenant_id", "import_run_id"], unique=False)
+        batch_op.create_index(
+            "ix_merge_decision_tenant_winner", ["tenant_id", "winner_contact_id"], unique=False
+        )
+
+    op.create_table(
         "pipeline",
         sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("id", sa.Integer(), nullable=False),
@@ -122,6 +166,33 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("tenant_id", "name", name="uq_pipeline_name"),
     )
+    op.create_table(
+        "source_record",
+        sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("source", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("source_record_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("import_run_id", sa.Integer(), nullable=True),
+        sa.Column("row_number", sa.Integer(), nullable=True),
+        sa.Column("payload", sa.JSON(), nullable=True),
+        sa.Column("content_hash", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("email_norm", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("phone_e164", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("name_key", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("company_key", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("contact_id", sa.Integer(), nullable=True),
+        sa.Column("action", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("campaign", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("medium", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("received_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "source", "source_record_id", name="uq_source_record"),
+    )
+    with op.batch_alter_table("source_record", schema=None) as batch_op:
+        batch_op.create_index("ix_source_record_tenant_contact", ["tenant_id", "contact_id"], unique=False)
+        batch_op.create_index("ix_source_record_tenant_run", ["tenant_id", "import_run_id"], unique=False)
+
     op.create_table(
         "contact",
         sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
@@ -260,25 +331,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("tenant_id", "pipeline_id", "name", name="uq_stage_name"),
     )
-    op.create_table(
-        "contact_identifier",
-        sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("contact_id", sa.Integer(), nullable=False),
-        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
-        sa.Column("value", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("source_record_id", sa.Integer(), nullable=True),
-        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["contact_id"],
-            ["contact.id"],
-        ),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("tenant_id", "kind", "value", "contact_id", name="uq_contact_identifier"),
-    )
-    with op.batch_alter_table("contact_identifier", schema=None) as batch_op:
-        batch_op.create_index("ix_contact_identifier_contact", ["tenant_id", "contact_id"], unique=False)
-
     op.create_table(
         "deal",
         sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
@@ -428,43 +480,6 @@ def upgrade() -> None:
         )
 
     op.create_table(
-        "merge_decision",
-        sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("import_run_id", sa.Integer(), nullable=True),
-        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("rule", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("score", sa.Float(), nullable=False),
-        sa.Column("winner_contact_id", sa.Integer(), nullable=False),
-        sa.Column("loser_contact_id", sa.Integer(), nullable=True),
-        sa.Column("source_record_ids", sa.JSON(), nullable=True),
-        sa.Column("levels", sa.JSON(), nullable=True),
-        sa.Column("candidates", sa.JSON(), nullable=True),
-        sa.Column("before", sa.JSON(), nullable=True),
-        sa.Column("actor", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-        sa.Column("undone_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
-        sa.Column("undone_by", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["loser_contact_id"],
-            ["contact.id"],
-        ),
-        sa.ForeignKeyConstraint(
-            ["winner_contact_id"],
-            ["contact.id"],
-        ),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    with op.batch_alter_table("merge_decision", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_merge_decision_tenant_loser", ["tenant_id", "loser_contact_id"], unique=False
-        )
-        batch_op.create_index("ix_merge_decision_tenant_run", ["tenant_id", "import_run_id"], unique=False)
-        batch_op.create_index(
-            "ix_merge_decision_tenant_winner", ["tenant_id", "winner_contact_id"], unique=False
-        )
-
-    op.create_table(
         "product_usage",
         sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -521,35 +536,37 @@ def upgrade() -> None:
         batch_op.create_index("ix_renewal_tenant_due", ["tenant_id", "due_date"], unique=False)
 
     op.create_table(
-        "source_record",
+        "review_item",
         sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("source", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("source_record_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("import_run_id", sa.Integer(), nullable=True),
-        sa.Column("row_number", sa.Integer(), nullable=True),
-        sa.Column("payload", sa.JSON(), nullable=True),
-        sa.Column("content_hash", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("email_norm", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("phone_e164", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("name_key", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("company_key", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("contact_id", sa.Integer(), nullable=True),
-        sa.Column("action", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("campaign", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("medium", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("received_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("left_contact_id", sa.Integer(), nullable=False),
+        sa.Column("right_contact_id", sa.Integer(), nullable=False),
+        sa.Column("rule", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("score", sa.Float(), nullable=False),
+        sa.Column("levels", sa.JSON(), nullable=True),
+        sa.Column("candidates", sa.JSON(), nullable=True),
+        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("decided_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("decided_by", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("merge_decision_id", sa.Integer(), nullable=True),
         sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["contact_id"],
+            ["left_contact_id"],
+            ["contact.id"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["merge_decision_id"],
+            ["merge_decision.id"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["right_contact_id"],
             ["contact.id"],
         ),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("tenant_id", "source", "source_record_id", name="uq_source_record"),
     )
-    with op.batch_alter_table("source_record", schema=None) as batch_op:
-        batch_op.create_index("ix_source_record_tenant_contact", ["tenant_id", "contact_id"], unique=False)
-        batch_op.create_index("ix_source_record_tenant_run", ["tenant_id", "import_run_id"], unique=False)
+    with op.batch_alter_table("review_item", schema=None) as batch_op:
+        batch_op.create_index("ix_review_item_tenant_status", ["tenant_id", "status"], unique=False)
 
     op.create_table(
         "support_ticket",
@@ -602,39 +619,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("tenant_id", "request_id", "name", name="uq_erasure_step"),
     )
-    op.create_table(
-        "review_item",
-        sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("import_run_id", sa.Integer(), nullable=True),
-        sa.Column("left_contact_id", sa.Integer(), nullable=False),
-        sa.Column("right_contact_id", sa.Integer(), nullable=False),
-        sa.Column("rule", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("score", sa.Float(), nullable=False),
-        sa.Column("levels", sa.JSON(), nullable=True),
-        sa.Column("candidates", sa.JSON(), nullable=True),
-        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("decided_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
-        sa.Column("decided_by", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("merge_decision_id", sa.Integer(), nullable=True),
-        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["left_contact_id"],
-            ["contact.id"],
-        ),
-        sa.ForeignKeyConstraint(
-            ["merge_decision_id"],
-            ["merge_decision.id"],
-        ),
-        sa.ForeignKeyConstraint(
-            ["right_contact_id"],
-            ["contact.id"],
-        ),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    with op.batch_alter_table("review_item", schema=None) as batch_op:
-        batch_op.create_index("ix_review_item_tenant_status", ["tenant_id", "status"], unique=False)
-
     op.create_table(
         "stage_change",
         sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
@@ -733,21 +717,16 @@ def downgrade() -> None:
         batch_op.drop_index("ix_stage_change_tenant_cohort")
 
     op.drop_table("stage_change")
-    with op.batch_alter_table("review_item", schema=None) as batch_op:
-        batch_op.drop_index("ix_review_item_tenant_status")
-
-    op.drop_table("review_item")
     op.drop_table("erasure_step")
     with op.batch_alter_table("support_ticket", schema=None) as batch_op:
         batch_op.drop_index("ix_support_ticket_tenant_contact")
         batch_op.drop_index("ix_support_ticket_tenant_account")
 
     op.drop_table("support_ticket")
-    with op.batch_alter_table("source_record", schema=None) as batch_op:
-        batch_op.drop_index("ix_source_record_tenant_run")
-        batch_op.drop_index("ix_source_record_tenant_contact")
+    with op.batch_alter_table("review_item", schema=None) as batch_op:
+        batch_op.drop_index("ix_review_item_tenant_status")
 
-    op.drop_table("source_record")
+    op.drop_table("review_item")
     with op.batch_alter_table("renewal", schema=None) as batch_op:
         batch_op.drop_index("ix_renewal_tenant_due")
 
@@ -757,12 +736,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_product_usage_tenant_account_at")
 
     op.drop_table("product_usage")
-    with op.batch_alter_table("merge_decision", schema=None) as batch_op:
-        batch_op.drop_index("ix_merge_decision_tenant_winner")
-        batch_op.drop_index("ix_merge_decision_tenant_run")
-        batch_op.drop_index("ix_merge_decision_tenant_loser")
-
-    op.drop_table("merge_decision")
     with op.batch_alter_table("interaction", schema=None) as batch_op:
         batch_op.drop_index("ix_interaction_tenant_contact_at")
         batch_op.drop_index("ix_interaction_tenant_account_at")
@@ -784,10 +757,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_deal_tenant_account")
 
     op.drop_table("deal")
-    with op.batch_alter_table("contact_identifier", schema=None) as batch_op:
-        batch_op.drop_index("ix_contact_identifier_contact")
-
-    op.drop_table("contact_identifier")
     op.drop_table("stage")
     with op.batch_alter_table("manual_signal", schema=None) as batch_op:
         batch_op.drop_index("ix_manual_signal_tenant_account")
@@ -808,13 +777,28 @@ def downgrade() -> None:
         batch_op.drop_index("ix_contact_tenant_account")
 
     op.drop_table("contact")
+    with op.batch_alter_table("source_record", schema=None) as batch_op:
+        batch_op.drop_index("ix_source_record_tenant_run")
+        batch_op.drop_index("ix_source_record_tenant_contact")
+
+    op.drop_table("source_record")
     op.drop_table("pipeline")
+    with op.batch_alter_table("merge_decision", schema=None) as batch_op:
+        batch_op.drop_index("ix_merge_decision_tenant_winner")
+        batch_op.drop_index("ix_merge_decision_tenant_run")
+        batch_op.drop_index("ix_merge_decision_tenant_loser")
+
+    op.drop_table("merge_decision")
     with op.batch_alter_table("import_run", schema=None) as batch_op:
         batch_op.drop_index("ix_import_run_tenant_sha")
 
     op.drop_table("import_run")
     op.drop_table("health_model")
     op.drop_table("exchange_rate")
+    with op.batch_alter_table("contact_identifier", schema=None) as batch_op:
+        batch_op.drop_index("ix_contact_identifier_contact")
+
+    op.drop_table("contact_identifier")
     with op.batch_alter_table("audit_event", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_event_tenant_started")
 
