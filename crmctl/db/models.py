@@ -23,7 +23,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Index, Integer, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from crmctl.db import sqlite_ddl  # noqa: F401  (SQLite's index column order, for every DDL path)
@@ -42,6 +42,13 @@ def utcnow() -> datetime:
 
 def _json(nullable: bool = True) -> Any:
     return Field(default=None, sa_type=JSONType, nullable=nullable)
+
+
+def _only_set(name: str, column: str) -> Index:
+    """An index on (tenant_id, ``column``) over the rows where ``column`` is not null, for a column
+    most rows leave empty; queries filtering it with IS NOT NULL, = or IN use it on both backends."""
+    where = text(f"{column} IS NOT NULL")
+    return Index(name, "tenant_id", column, postgresql_where=where, sqlite_where=where)
 
 
 class TenantTable(SQLModel):
@@ -89,7 +96,10 @@ class Contact(TenantTable, table=True):
         Index("ix_contact_tenant_email_norm", "tenant_id", "email_norm"),
         Index("ix_contact_tenant_phone_e164", "tenant_id", "phone_e164"),
         Index("ix_contact_tenant_account", "tenant_id", "account_id"),
-        Index("ix_contact_tenant_merged_into", "tenant_id", "merged_into_id"),
+        # partial: only merged-away contacts have an entry (a lead import inserts and rewrites
+        # contacts by the hundred thousand, and every query here asks for a merged_into_id that is
+        # not null: IS NOT NULL, = or IN)
+        _only_set("ix_contact_tenant_merged_into", "merged_into_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -230,7 +240,7 @@ class MergeDecision(TenantTable, table=True):
     __tablename__ = "merge_decision"
     __table_args__ = (
         Index("ix_merge_decision_tenant_winner", "tenant_id", "winner_contact_id"),
-        Index("ix_merge_decision_tenant_loser", "tenant_id", "loser_contact_id"),
+        _only_set("ix_merge_decision_tenant_loser", "loser_contact_id"),  # only contact merges have one
         Index("ix_merge_decision_tenant_run", "tenant_id", "import_run_id"),
     )
 

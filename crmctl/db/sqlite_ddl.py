@@ -15,7 +15,7 @@ Unique constraints move it too, so that no index offers ``tenant_id = ?`` alone 
 planner, which has no statistics during a load, took such a one-column seek over a selective
 index (a stage-history batch's lookup of its deals' latest rows went from an index seek per deal to
 a scan of the tenant). Their uniqueness and ON CONFLICT targets do not depend on column order.
-Indexes with expressions or a WHERE clause are left as declared.
+Indexes over expressions are left as declared; a partial index keeps its WHERE clause.
 """
 
 from __future__ import annotations
@@ -39,16 +39,22 @@ def sqlite_columns(names: list[str | None]) -> list[str] | None:
 def _create_index(create: CreateIndex, compiler: Any, **kw: Any) -> str:
     index = create.element
     names = [getattr(expression, "name", None) for expression in index.expressions]
-    columns = None if index.dialect_options["sqlite"]["where"] is not None else sqlite_columns(names)
+    columns = sqlite_columns(names)
     if columns is None:
         return compiler.visit_create_index(create, **kw)
     preparer = compiler.preparer
     create_index = f"CREATE {'UNIQUE ' if index.unique else ''}INDEX"
     exists = "IF NOT EXISTS " if create.if_not_exists else ""
     names_sql = ", ".join(preparer.quote(name) for name in columns)
+    where = index.dialect_options["sqlite"]["where"]
+    where_sql = (
+        ""
+        if where is None
+        else " WHERE " + compiler.sql_compiler.process(where, include_table=False, literal_binds=True)
+    )
     return (
         f"{create_index} {exists}{preparer.format_index(index)} "
-        f"ON {preparer.format_table(index.table)} ({names_sql})"
+        f"ON {preparer.format_table(index.table)} ({names_sql}){where_sql}"
     )
 
 

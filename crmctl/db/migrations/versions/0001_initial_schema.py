@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 08:02:27.472317
+Create Date: 2026-11-23 08:20:31.211217
 """
 
 from collections.abc import Sequence
@@ -148,7 +148,11 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("merge_decision", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_merge_decision_tenant_loser", ["tenant_id", "loser_contact_id"], unique=False
+            "ix_merge_decision_tenant_loser",
+            ["tenant_id", "loser_contact_id"],
+            unique=False,
+            postgresql_where=sa.text("loser_contact_id IS NOT NULL"),
+            sqlite_where=sa.text("loser_contact_id IS NOT NULL"),
         )
         batch_op.create_index("ix_merge_decision_tenant_run", ["tenant_id", "import_run_id"], unique=False)
         batch_op.create_index(
@@ -243,7 +247,13 @@ def upgrade() -> None:
     with op.batch_alter_table("contact", schema=None) as batch_op:
         batch_op.create_index("ix_contact_tenant_account", ["tenant_id", "account_id"], unique=False)
         batch_op.create_index("ix_contact_tenant_email_norm", ["tenant_id", "email_norm"], unique=False)
-        batch_op.create_index("ix_contact_tenant_merged_into", ["tenant_id", "merged_into_id"], unique=False)
+        batch_op.create_index(
+            "ix_contact_tenant_merged_into",
+            ["tenant_id", "merged_into_id"],
+            unique=False,
+            postgresql_where=sa.text("merged_into_id IS NOT NULL"),
+            sqlite_where=sa.text("merged_into_id IS NOT NULL"),
+        )
         batch_op.create_index("ix_contact_tenant_phone_e164", ["tenant_id", "phone_e164"], unique=False)
 
     op.create_table(
@@ -772,7 +782,11 @@ def downgrade() -> None:
     op.drop_table("contract")
     with op.batch_alter_table("contact", schema=None) as batch_op:
         batch_op.drop_index("ix_contact_tenant_phone_e164")
-        batch_op.drop_index("ix_contact_tenant_merged_into")
+        batch_op.drop_index(
+            "ix_contact_tenant_merged_into",
+            postgresql_where=sa.text("merged_into_id IS NOT NULL"),
+            sqlite_where=sa.text("merged_into_id IS NOT NULL"),
+        )
         batch_op.drop_index("ix_contact_tenant_email_norm")
         batch_op.drop_index("ix_contact_tenant_account")
 
@@ -786,7 +800,11 @@ def downgrade() -> None:
     with op.batch_alter_table("merge_decision", schema=None) as batch_op:
         batch_op.drop_index("ix_merge_decision_tenant_winner")
         batch_op.drop_index("ix_merge_decision_tenant_run")
-        batch_op.drop_index("ix_merge_decision_tenant_loser")
+        batch_op.drop_index(
+            "ix_merge_decision_tenant_loser",
+            postgresql_where=sa.text("loser_contact_id IS NOT NULL"),
+            sqlite_where=sa.text("loser_contact_id IS NOT NULL"),
+        )
 
     op.drop_table("merge_decision")
     with op.batch_alter_table("import_run", schema=None) as batch_op:
