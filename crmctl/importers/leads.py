@@ -707,7 +707,7 @@ def _write(
     bulk.insert_frame(
         session,
         "source_record",
-        _by_contact(session, recs, "winner").select(
+        recs.select(
             pl.col("sr_id").alias("id"),
             pl.lit(tenant).alias("tenant_id"),
             pl.lit(options.source).alias("source"),
@@ -735,13 +735,9 @@ def _write(
     )
     if stored.height:
         keys = keys.join(stored, on=["winner", "kind", "value"], how="anti")
-    # SQLite: in the unique index's order, each insert next to the previous one (1M rows: 5.5 ->
-    # 3.9 CPU s for the identifiers); PostgreSQL: in contact order, see _by_contact
-    ordered = (
-        keys.sort("kind", "value")
-        if dialect_of(session) != "postgresql"
-        else _by_contact(session, keys, "winner")
-    )
+    # in the unique index's order, each insert next to the previous one (SQLite, 1M rows: 5.5 ->
+    # 3.9 CPU s for the identifiers)
+    ordered = keys.sort("kind", "value")
     bulk.insert_frame(
         session,
         "contact_identifier",
@@ -772,15 +768,6 @@ def _write(
     )
     _update_existing(session, fill, now)
     _review_items(session, recs, contacts, clusters, target, resolution, run_id, now)
-
-
-def _by_contact(session: Session, frame: pl.DataFrame, column: str) -> pl.DataFrame:
-    """PostgreSQL: rows in contact order, so the foreign key checks (each one locks the contact row
-    it finds) walk the contact table's pages in order instead of at random. SQLite: as they are
-    (its rowid tables take rows fastest in id order, and it checks no keys here)."""
-    if dialect_of(session) != "postgresql":
-        return frame
-    return frame.sort(column, maintain_order=True)
 
 
 def _best_values(recs: pl.DataFrame) -> pl.DataFrame:
@@ -1043,7 +1030,7 @@ def _merge_decisions(
         pl.lit(options.actor).alias("actor"),
         pl.lit(now).alias("created_at"),
     )
-    bulk.insert_frame(session, "merge_decision", _by_contact(session, frame, "winner_contact_id"))
+    bulk.insert_frame(session, "merge_decision", frame)
     # clusters holding two or more existing contacts: one contact decision per younger contact
     merged = frame.join(
         decisions.select("winner", "all_contacts")
