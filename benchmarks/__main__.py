@@ -25,6 +25,21 @@ def discover() -> list[str]:
     )
 
 
+CALIBRATION_LOOPS = 20_000_000
+
+
+def calibration_seconds() -> float:
+    """Seconds for a fixed pure-Python loop: this machine's single-core speed at the time of the run.
+
+    The same code's figures differ from day to day on a shared machine (the lead import of 1M rows
+    took 55.4 CPU s one day and 97.1 the next); this figure says how fast the machine was."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(CALIBRATION_LOOPS):
+        total += i
+    return round(time.perf_counter() - started, 2)
+
+
 def main() -> None:
     known = discover()
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
@@ -33,6 +48,7 @@ def main() -> None:
         "--scale", default="small", choices=["small", "full"], help="full = the issues' sizes"
     )
     args = parser.parse_args()
+    calibration = calibration_seconds()
     for name in args.names or known:
         if name not in known:
             sys.exit(f"unknown benchmark {name!r}; known: {', '.join(known)}")
@@ -42,6 +58,7 @@ def main() -> None:
         figures["wall_seconds"] = round(time.perf_counter() - started, 2)
         # ru_maxrss is the peak of this process (kB on Linux); benchmarks that fork report their own.
         figures.setdefault("peak_rss_mb", round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+        figures["calibration_loop_seconds"] = calibration
         print(json.dumps({"benchmark": name, "scale": args.scale, **figures}), flush=True)
 
 

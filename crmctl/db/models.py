@@ -169,10 +169,10 @@ class ContactIdentifier(TenantTable, table=True):
 # - import runs are never deleted (undo marks them ``undone``), and every row naming a run is
 #   written after the run's row is committed;
 # - contacts are deleted only by ``imports undo``, which deletes the source records, identifiers and
-#   merge decisions naming them first, in the same transaction, and refuses while a later run's rows
-#   name them; erasure scrubs contacts in place. Undo and every writer of these rows (lead import,
-#   resolve, review, merges undo, the migration importer) hold the tenant's "import" job lock, so
-#   none of them runs between undo's check and its deletes;
+#   merge decisions naming them first, in the same transaction, and refuses while a later import
+#   run's records, contact merges or review items name them; erasure scrubs contacts in place.
+#   Undo and every writer of these rows (lead import, resolve, review, merges undo, the migration
+#   importer) hold the tenant's "import" job lock, so none runs between undo's check and its deletes;
 # - a lead batch locks the existing contacts it writes to (``_hold_existing``) and creates the rest.
 # ``crmctl db check`` reports any row whose reference dangles (someone deleted rows by hand).
 UNKEYED_REFERENCES: tuple[tuple[str, str, str], ...] = (
