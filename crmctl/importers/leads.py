@@ -664,9 +664,9 @@ def _write(
     # waited for every queued insert (the connection's one statement at a time), and the decisions'
     # frames were then built while the server sat idle. Enough for a decision per cluster that
     # joined anything and one per younger existing contact merged; unused ids are gaps.
-    joined = resolution.edges.join(clusters.rename({"node": "a"}), on="a")["cluster"].n_unique()
+    cluster_edges = resolution.edges.join(clusters.rename({"node": "a"}), on="a")
     younger = int((landing["all_contacts"].list.len() - 1).sum() or 0)
-    decision_ids = bulk.allocate_ids(session, "merge_decision", joined + younger)
+    decision_ids = bulk.allocate_ids(session, "merge_decision", cluster_edges["cluster"].n_unique() + younger)
     recs = recs.sort("node").with_columns(pl.Series("sr_id", sr_ids, dtype=pl.Int64))
     counts["new_contacts"] += new_clusters.height
     counts["merged_into_existing"] += recs.filter(~is_new).height
@@ -759,7 +759,7 @@ def _write(
         clusters,
         landing,
         fill["winner"],
-        resolution,
+        cluster_edges,
         decision_ids,
         run_id,
         options,
@@ -945,7 +945,7 @@ def _merge_decisions(
     clusters: pl.DataFrame,
     landing: pl.DataFrame,
     filled: pl.Series,
-    resolution: Any,
+    cluster_edges: pl.DataFrame,
     decision_ids: list[int],
     run_id: int,
     options: LeadImportOptions,
@@ -959,10 +959,10 @@ def _merge_decisions(
     payload, see ``history.merge_decision``), so ``candidates`` holds the existing contacts' values
     only (they can change later; NULL when the cluster joined records only), and ``before``, the
     winner's fields for undo, only when this batch's fill changes that contact (``filled``).
-    ``decision_ids``: ids drawn for them, enough for every decision this writes."""
+    ``cluster_edges``: the resolution's edges with their cluster; ``decision_ids``: ids drawn for
+    them, enough for every decision this writes."""
     tenant = tenant_of(session)
-    edges = resolution.edges.join(clusters.rename({"node": "a"}), on="a")
-    summary = edges.group_by("cluster").agg(
+    summary = cluster_edges.group_by("cluster").agg(
         pl.col("rule").sort_by("score", descending=True).first().alias("rule"),
         pl.col("score").min().alias("score"),
         pl.concat_str("rule", "level", separator=":").unique().sort().alias("levels"),

@@ -3,6 +3,8 @@ import json
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from psycopg import errors
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import select
@@ -56,6 +58,49 @@ def test_insert_frame_round_trips_values_under_rls(db: Database) -> None:
         # ids keep coming after explicit ones
         more = allocate_ids(session, "account", 2)
         assert min(more) > max(ids)
+
+
+# what COPY's text format escapes, and strings that look like its markers
+TRICKY_TEXT = ["\\N", "a\tb", "line\nnext", "cr\rlf\r\n", "\\", "\\.", "\\t literally", "", '"', "é ✓ 😀"]
+
+
+def _round_trip(db: Database, values: list[str | None]) -> list[str | None]:
+    when = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    with db.session(write=True) as session:
+        ids = allocate_ids(session, "account", len(values))
+        frame = pl.DataFrame(
+            {
+                "id": ids,
+                "tenant_id": ["default"] * len(values),
+                "name": ["n"] * len(values),
+                "domain": values,
+                "created_at": [when] * len(values),
+                "updated_at": [when] * len(values),
+            },
+            schema_overrides={"domain": pl.String},
+        )
+        insert_frame(session, "account", frame)
+    with db.session() as session:
+        stored = read_frame(
+            session, "SELECT id, domain FROM account WHERE id >= :low ORDER BY id", {"low": min(ids)}
+        )
+    return stored["domain"].to_list()
+
+
+def test_insert_frame_keeps_text_that_looks_like_copy_syntax(db: Database) -> None:
+    assert _round_trip(db, [*TRICKY_TEXT, None]) == [*TRICKY_TEXT, None]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.none() | st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_insert_frame_round_trips_any_text(db: Database, values: list[str | None]) -> None:
+    assert _round_trip(db, values) == values
 
 
 def test_insert_frame_cannot_write_another_tenant_on_postgresql(db: Database, backend: str) -> None:
