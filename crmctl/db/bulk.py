@@ -103,7 +103,7 @@ def _copy_into(conn: Connection, table: str, columns: str, frame: pl.DataFrame) 
 def _text_escaped(column: str) -> pl.Expr:
     """A string column as COPY's text format needs it: backslash, newline, carriage return and
     tab (the delimiter) written as backslash escapes."""
-    escaped = pl.col(column).cast(pl.String).str.replace_all("\\", "\\\\", literal=True)
+    escaped = pl.col(column).str.replace_all("\\", "\\\\", literal=True)
     # four literal passes: faster than one replace_many (1M 140-char strings: 0.53 s against 0.81 s)
     for char, escape in (("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
         escaped = escaped.str.replace_all(char, escape, literal=True)
@@ -114,9 +114,7 @@ def _copy_text(cur: Any, table: str, columns: str, frame: pl.DataFrame) -> None:
     """COPY in PostgreSQL's text format (tab-separated, ``\\N`` for NULL, backslash escapes): the
     server parses it faster than CSV (100k source records: 344 ms against 458 ms)."""
     text = frame.with_columns(
-        _text_escaped(name)
-        for name, dtype in frame.schema.items()
-        if dtype == pl.String or isinstance(dtype, pl.Categorical | pl.Enum)
+        _text_escaped(name) for name, dtype in frame.schema.items() if dtype == pl.String
     )
     with cur.copy(f'COPY "{table}" ({columns}) FROM STDIN') as copy:
         for start in range(0, text.height, COPY_CHUNK_ROWS):
