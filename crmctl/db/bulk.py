@@ -8,17 +8,13 @@ naive-as-UTC); JSON columns must already be JSON text.
 from __future__ import annotations
 
 import io
-import queue
-import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import chain, islice
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, text
 from sqlmodel import Session
 
 SQLITE_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S.%6f"  # what SQLAlchemy's SQLite DateTime stores
@@ -125,100 +121,6 @@ def _copy_text(cur: Any, table: str, columns: str, frame: pl.DataFrame) -> None:
             copy.write(buf.getvalue())
 
 
-BACKGROUND_INSERTS = "crmctl_background_inserts"  # Connection.info key of the active BackgroundInserts
-
-
-class BackgroundInserts:
-    """PostgreSQL: one transaction's :func:`insert_frame` calls run on a helper thread, in the order
-    they were made, while the caller computes its next frame.
-
-    A lead batch's writes were strictly serial: the client built a frame while the server waited,
-    then the server inserted it while the client waited. Here the server inserts one frame (COPY
-    into the staging table, INSERT … SELECT) while the client builds the next. The connection is
-    only ever used by one thread at a time: every other statement on it first waits until the
-    queued inserts are done (a ``before_cursor_execute`` listener), as does the commit. The first
-    error of a queued insert is raised there, or when the context closes, and nothing queued after
-    it runs; the caller's transaction then rolls back as for any other error."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._jobs: queue.Queue[tuple[str, str, pl.DataFrame] | None] = queue.Queue()
-        self._error: BaseException | None = None
-        self._discard = False
-        self._thread = threading.Thread(target=self._run, name="crmctl-background-inserts", daemon=True)
-        self._thread.start()
-
-    def submit(self, table: str, columns: str, frame: pl.DataFrame) -> None:
-        self._raise()
-        self._jobs.put((table, columns, frame))
-
-    def wait(self) -> None:
-        """Block until every insert queued so far has run; raise the first one's error."""
-        self._jobs.join()
-        self._raise()
-
-    def close(self, *, discard: bool = False) -> None:
-        """Stop the thread; ``discard``: skip the inserts still queued (the caller failed)."""
-        self._discard = self._discard or discard
-        self._jobs.put(None)
-        self._thread.join()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            try:
-                if job is None:
-                    return
-                if self._error is None and not self._discard:  # after a failure: skip the rest
-                    table, columns, frame = job
-                    _copy_into(self._conn, table, columns, _postgres_ready(frame))
-            except BaseException as error:  # re-raised on the caller's thread
-                self._error = error
-            finally:
-                self._jobs.task_done()
-
-
-@contextmanager
-def background_inserts(session: Session) -> Iterator[None]:
-    """Within this block, :func:`insert_frame` on ``session``'s PostgreSQL connection returns at once
-    and the rows are written on a helper thread (see :class:`BackgroundInserts`); leaving the
-    block waits for them. SQLite: nothing changes (its inserts run in the caller's thread)."""
-    conn = session.connection()
-    if conn.dialect.name != "postgresql":
-        yield
-        return
-    inserts = BackgroundInserts(conn)
-
-    def before_statement(*_args: Any) -> None:
-        inserts.wait()
-
-    conn.info[BACKGROUND_INSERTS] = inserts
-    event.listen(conn, "before_cursor_execute", before_statement)
-    event.listen(conn, "commit", before_statement)
-    failed = True
-    try:
-        yield
-        inserts.wait()
-        failed = False
-    finally:
-        inserts.close(discard=failed)
-        conn.info.pop(BACKGROUND_INSERTS, None)
-        event.remove(conn, "before_cursor_execute", before_statement)
-        event.remove(conn, "commit", before_statement)
-
-
-def _wait_for_background(conn: Connection) -> None:
-    """Before using the driver connection directly: let queued background inserts finish."""
-    inserts = conn.info.get(BACKGROUND_INSERTS)
-    if inserts is not None:
-        inserts.wait()
-
-
 def copy_frame(target: Session | Connection, table: str, frame: pl.DataFrame) -> int:
     """PostgreSQL: COPY every row of ``frame`` straight into ``table``, which must have no row-level
     security (a temporary table: PostgreSQL refuses COPY FROM into a table with RLS, see
@@ -226,7 +128,6 @@ def copy_frame(target: Session | Connection, table: str, frame: pl.DataFrame) ->
     if frame.height == 0:
         return 0
     conn = _connection(target)
-    _wait_for_background(conn)
     raw = conn.connection.driver_connection
     assert raw is not None
     with raw.cursor() as cur:
@@ -241,11 +142,7 @@ def insert_frame(target: Session | Connection, table: str, frame: pl.DataFrame) 
     conn = _connection(target)
     columns = ", ".join(f'"{c}"' for c in frame.columns)
     if conn.dialect.name == "postgresql":
-        inserts = conn.info.get(BACKGROUND_INSERTS)
-        if inserts is not None:
-            inserts.submit(table, columns, frame)
-        else:
-            _copy_into(conn, table, columns, _postgres_ready(frame))
+        _copy_into(conn, table, columns, _postgres_ready(frame))
     else:
         ready = _sqlite_ready(frame)
         values = [_sqlite_constant(ready.get_column(name)) for name in ready.columns]

@@ -9,7 +9,7 @@ from psycopg import errors
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import select
 
-from crmctl.db.bulk import allocate_ids, background_inserts, insert_frame, read_frame
+from crmctl.db.bulk import allocate_ids, insert_frame, read_frame
 from crmctl.db.engine import Database
 from crmctl.db.models import Account, Contact
 
@@ -106,9 +106,6 @@ def test_insert_frame_round_trips_any_text(db: Database, values: list[str | None
 def test_insert_frame_cannot_write_another_tenant_on_postgresql(db: Database, backend: str) -> None:
     if backend != "postgresql":
         return
-    import pytest
-    from psycopg import errors
-    from sqlalchemy.exc import DBAPIError
 
     frame = pl.DataFrame(
         {
@@ -167,40 +164,3 @@ def test_as_utc_reads_timestamps_however_they_were_written() -> None:
         pl.col("at").dt.replace_time_zone("Europe/Berlin")
     )
     assert berlin.select(as_utc(berlin, "at"))["at"].to_list() == [dt.datetime(2024, 6, 1, 10, tzinfo=dt.UTC)]
-
-
-def _accounts(names: list[str], tenant: str = "default") -> pl.DataFrame:
-    when = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
-    n = len(names)
-    return pl.DataFrame(
-        {"tenant_id": [tenant] * n, "name": names, "created_at": [when] * n, "updated_at": [when] * n}
-    )
-
-
-def test_background_inserts_keep_order_and_are_seen_by_the_next_statement(db: Database) -> None:
-    # on PostgreSQL the inserts run on a helper thread; a statement after them sees every row
-    with db.session(write=True) as session, background_inserts(session):
-        insert_frame(session, "account", _accounts([f"a{i}" for i in range(500)]))
-        insert_frame(session, "account", _accounts([f"b{i}" for i in range(500)]))
-        seen = read_frame(session, "SELECT count(*) AS n FROM account")["n"].item()
-        insert_frame(session, "account", _accounts(["c"]))
-    assert seen == 1000
-    with db.session() as session:
-        names = read_frame(session, "SELECT name FROM account ORDER BY id")["name"].to_list()
-    assert names == [f"a{i}" for i in range(500)] + [f"b{i}" for i in range(500)] + ["c"]
-
-
-def test_background_insert_failure_is_raised_and_nothing_is_written(db: Database, backend: str) -> None:
-    if backend != "postgresql":
-        pytest.skip("background inserts are PostgreSQL's; SQLite inserts in the caller's thread")
-    with (
-        pytest.raises((DBAPIError, errors.InsufficientPrivilege)),
-        db.session(write=True) as session,
-        background_inserts(session),
-    ):
-        insert_frame(session, "account", _accounts(["kept?"]))
-        insert_frame(session, "account", _accounts(["intruder"], tenant="intruder"))  # RLS refuses it
-        insert_frame(session, "account", _accounts(["after"]))
-        read_frame(session, "SELECT count(*) AS n FROM account")  # raises the queued insert's error
-    with db.session() as session:
-        assert read_frame(session, "SELECT count(*) AS n FROM account")["n"].item() == 0
