@@ -4,6 +4,7 @@ the timing, the result must be the one of batches imported one after another (SQ
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from pathlib import Path
@@ -34,6 +35,13 @@ def _outcome(db: Database, files: list[Any]) -> dict[str, Any]:
                 "SELECT rule, kind, loser_contact_id FROM merge_decision"
             )
         )
+        # what undo restores: the contacts' fields as each batch found them
+        befores = Counter(
+            json.dumps(before if isinstance(before, dict) else json.loads(before), sort_keys=True)
+            for (before,) in conn.exec_driver_sql(
+                "SELECT before FROM merge_decision WHERE before IS NOT NULL"
+            )
+        )  # JSON on PostgreSQL, text on SQLite
         reviews = conn.exec_driver_sql("SELECT count(*) FROM review_item").scalar()
         identifiers = conn.exec_driver_sql("SELECT count(*) FROM contact_identifier").scalar()
         contacts = conn.exec_driver_sql("SELECT count(*) FROM contact WHERE merged_into_id IS NULL").scalar()
@@ -44,6 +52,7 @@ def _outcome(db: Database, files: list[Any]) -> dict[str, Any]:
         "people": sorted(sorted(records) for records in people.values()),
         "counts": counts,
         "decisions": decisions,
+        "befores": befores,
         "reviews": reviews,
         "identifiers": identifiers,
         "contacts": contacts,
