@@ -110,3 +110,22 @@ def test_batches_resolved_while_the_previous_one_writes_match_one_after_another(
         assert len(overlapped) > 10  # batches did resolve while the previous one was unwritten
     assert got == expected
     assert len(got["people"]) < sum(len(p) for p in got["people"])  # records were merged
+
+
+def test_a_batch_with_nothing_to_write_between_two_keeps_them_linked(db: Database, tmp_path: Path) -> None:
+    """The middle batch is all rejects: it writes nothing, and the third batch still finds the
+    first one's contacts (committed by then, or laid over from its delta)."""
+    path = tmp_path / "leads.csv"
+    path.write_text(
+        "id,Email,First Name,Last Name\n"
+        "1,ann.lee@example.org,Ann,Lee\n2,bo.chan@example.org,Bo,Chan\n"
+        "3,,Nobody,Here\n4,not-an-email,No,One\n"
+        "5,ANN.LEE@example.org,Ann,Lee\n6,cy.diaz@example.org,Cy,Diaz\n"
+    )
+    options = leads.LeadImportOptions(paths=[path], source="web", id_column="id", batch_rows=2)
+    result = leads.import_leads(db, options)
+    counts = result.counts
+    assert (counts["rejected"], counts["new_contacts"], counts["merged_into_existing"]) == (2, 3, 1)
+    with db.session() as session:
+        links = {record: contact for _source, record, contact in source_links(session).iter_rows()}
+    assert links["1"] == links["5"] and len({links["1"], links["2"], links["6"]}) == 3
