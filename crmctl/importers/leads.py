@@ -705,11 +705,11 @@ def _candidates(
 
 
 def _overlay_info(info: pl.DataFrame, ids: list[int], delta: _Delta) -> pl.DataFrame:
-    """Contacts ``ids`` as read, with the previous batch's writes applied: its new contacts the
-    read did not see, its fill (the UPDATE's own COALESCE, see :func:`_update_existing`) and its
-    merges. Applying a write the read already saw changes nothing, so the read may have come
-    before or after that batch's commit."""
-    new = delta.new_contacts.filter(pl.col("contact_id").is_in(ids)).join(info, on="contact_id", how="anti")
+    """Contacts ``ids`` as read, with the previous batch's writes applied: its new contacts (never
+    read, see :func:`_candidates`), its fill (the UPDATE's own COALESCE, see
+    :func:`_update_existing`) and its merges. Applying a fill or merge the read already saw changes
+    nothing, so the read may have come before or after that batch's commit."""
+    new = delta.new_contacts.filter(pl.col("contact_id").is_in(ids))
     if new.height:
         info = pl.concat([info, new.select(info.columns)])
     if delta.fill.height:
@@ -892,6 +892,13 @@ def _write(
         ),
     )
     fill = _fill_rows(_name_in_place(contact_values, contacts), contacts, landing)
+    # clusters holding two or more existing contacts: the younger ones merge into the oldest
+    losers = (
+        landing.select("winner", "all_contacts")
+        .explode("all_contacts")
+        .filter(pl.col("all_contacts") != pl.col("winner"))
+        .select(pl.col("all_contacts").alias("loser"), "winner")
+    )
     # decisions first: they keep the existing contacts' fields as they were before the fill (undo)
     _merge_decisions(
         session,
@@ -900,6 +907,7 @@ def _write(
         contacts,
         clusters,
         landing,
+        losers,
         fill["winner"],
         cluster_edges,
         decision_ids,
@@ -912,12 +920,6 @@ def _write(
     _review_items(session, writes, recs, contacts, clusters, target, resolution, run_id, now)
     if not writes.deferred:
         return None
-    losers = (
-        landing.select("winner", "all_contacts")
-        .explode("all_contacts")
-        .filter(pl.col("all_contacts") != pl.col("winner"))
-        .select(pl.col("all_contacts").alias("loser"), "winner")
-    )
     return _Delta(
         new_contacts=new_contacts.select(
             pl.col("winner").alias("contact_id"),
@@ -1105,6 +1107,7 @@ def _merge_decisions(
     contacts: pl.DataFrame,
     clusters: pl.DataFrame,
     landing: pl.DataFrame,
+    losers: pl.DataFrame,
     filled: pl.Series,
     cluster_edges: pl.DataFrame,
     decision_ids: list[int],
@@ -1211,12 +1214,10 @@ def _merge_decisions(
                 pl.lit(None, dtype=pl.String).alias("before"),
             ).drop("all_contacts"),
         )
-    # clusters holding two or more existing contacts: the younger ones merge into the oldest
-    multi = landing.filter(pl.col("all_contacts").list.len() > 1)
-    if multi.height:
-        losers = multi.explode("all_contacts").filter(pl.col("all_contacts") != pl.col("winner"))
+    # the younger existing contacts of a cluster merge into its oldest (``losers``: loser, winner)
+    if losers.height:
         counts["contacts_merged"] += losers.height
-        winners, loser_ids = losers["winner"].to_list(), losers["all_contacts"].to_list()
+        winners, loser_ids = losers["winner"].to_list(), losers["loser"].to_list()
         if dialect_of(session) == "postgresql":
             # one statement for all of them (executemany sent one UPDATE per contact)
             sql = (
@@ -1224,7 +1225,7 @@ def _merge_decisions(
                 "FROM unnest(%(w)s::bigint[], %(l)s::bigint[]) AS u(w, l) "
                 "WHERE contact.tenant_id = %(t)s AND contact.id = u.l"
             )
-            params: Any = {"w": winners, "l": loser_ids, "now": now, "t": tenant}
+            params = {"w": winners, "l": loser_ids, "now": now, "t": tenant}
             writes.run(lambda batch: batch.connection().exec_driver_sql(sql, params))
         else:
             sql = "UPDATE contact SET merged_into_id = :w, updated_at = :now WHERE tenant_id = :t AND id = :l"
