@@ -177,12 +177,13 @@ def insert_rows(target: Session | Connection, table: str, rows: list[dict[str, A
     return insert_frame(target, table, pl.DataFrame(rows, infer_schema_length=None))
 
 
-def allocate_ids(target: Session | Connection, table: str, count: int) -> list[int]:
+def allocate_ids(target: Session | Connection, table: str, count: int, *, at_least: int = 1) -> list[int]:
     """Reserve ``count`` primary keys for ``table`` so related rows can be linked before insert.
 
     PostgreSQL draws them from the table's sequence (safe under concurrent writers). SQLite hands out
-    max(id)+1…: callers hold the write transaction (``Database.session(write=True)``), so no one
-    else can insert in between."""
+    max(id)+1… (and not below ``at_least``: ids drawn for rows not written yet): callers hold the
+    write transaction (``Database.session(write=True)``), so no one else can insert in between, or
+    check under it that no one did."""
     if count <= 0:
         return []
     conn = _connection(target)
@@ -198,6 +199,7 @@ def allocate_ids(target: Session | Connection, table: str, count: int) -> list[i
         ).scalar()
         return list(ids)
     start = conn.exec_driver_sql(f'SELECT COALESCE(MAX(id), 0) + 1 FROM "{table}"').scalar() or 1
+    start = max(start, at_least)
     return list(range(start, start + count))
 
 

@@ -15,7 +15,6 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from crmctl.db import bulk
+from crmctl.db.batch_writer import WriteOp, batch_writer
 from crmctl.db.checkpoints import BackgroundCheckpoints, background_checkpoints, batch_session
 from crmctl.db.engine import Database, dialect_of, tenant_of
 from crmctl.db.models import ImportRun, utcnow
@@ -99,24 +99,27 @@ class _DryRun(Exception):
 
 class _Writes:
     """A batch's writes, in order: run at once on ``session``, or (``deferred``) kept for
-    :func:`_run_writes` to run in the batch's own transaction on the writer thread."""
+    :mod:`crmctl.db.batch_writer` to run in the batch's own transaction on a thread or a
+    process on SQLite). Each is a module-level function and its arguments (frames and plain
+    values), so a writer process can be sent them."""
 
     def __init__(self, session: Session, *, deferred: bool = False) -> None:
         self._session = session
-        self.ops: list[Callable[[Session], Any]] | None = [] if deferred else None
+        self.ops: list[WriteOp] | None = [] if deferred else None
 
     @property
     def deferred(self) -> bool:
         return self.ops is not None
 
-    def run(self, op: Callable[[Session], Any]) -> None:
+    def run(self, func: Callable[..., Any], *args: Any) -> None:
+        """``func(session, *args)`` now, or in the writer's transaction."""
         if self.ops is None:
-            op(self._session)
+            func(self._session, *args)
         else:
-            self.ops.append(op)
+            self.ops.append((func, args))
 
     def insert(self, table: str, frame: pl.DataFrame) -> None:
-        self.run(lambda session: bulk.insert_frame(session, table, frame))
+        self.run(bulk.insert_frame, table, frame)
 
 
 @dataclass
@@ -130,6 +133,7 @@ class _Delta:
     fill: pl.DataFrame  # winner, FILL_FIELDS
     losers: pl.DataFrame  # loser, winner
     identifiers: pl.DataFrame  # contact_id, kind, value
+    next_ids: dict[str, int]  # table -> the first id after those this batch drew (SQLite's draw)
 
 
 def _empty_counts() -> dict[str, Any]:
@@ -309,18 +313,20 @@ def _import_table(
 
     # Batch N+1 is read and normalised while batch N resolves and writes.
     batches = read_ahead(table.batches(), prepare)
-    if session is None and db.is_postgresql:
-        _import_pipelined(db, batches, run_id, options, counts, rejects, first_import)
-        return
-    for height, rows, batch_rejects in batches:
-        counts["rows_read"] += height
-        if session is not None:
+    if session is not None:  # the dry run's one transaction
+        for height, rows, batch_rejects in batches:
+            counts["rows_read"] += height
             _resolve_batch(session, rows, run_id, options, counts, rejects, batch_rejects, first_import)
-        else:
-            # no foreign key probes: every reference a batch writes is to a row it created or read
-            # inside the same write transaction (the run, new contacts, the existing contacts it
-            # found), and that transaction holds SQLite's write lock, so none can go away meanwhile
-            with batch_session(db, checkpoints, foreign_keys=False) as batch:
+    elif db.is_postgresql or checkpoints is not None:  # checkpoints: a SQLite file, several batches
+        _import_pipelined(db, batches, run_id, options, counts, rejects, first_import, checkpoints)
+    else:
+        # One batch (or an in-memory database): a writer process would cost more than it saves.
+        # No foreign key probes: every reference a batch writes is to a row it created or read
+        # inside the same write transaction (the run, new contacts, the existing contacts it
+        # found), and that transaction holds SQLite's write lock, so none can go away meanwhile.
+        for height, rows, batch_rejects in batches:
+            counts["rows_read"] += height
+            with batch_session(db, None, foreign_keys=False) as batch:
                 _resolve_batch(batch, rows, run_id, options, counts, rejects, batch_rejects, first_import)
 
 
@@ -332,50 +338,41 @@ def _import_pipelined(
     counts: dict[str, Any],
     rejects: RejectWriter,
     first_import: bool,
+    checkpoints: BackgroundCheckpoints | None,
 ) -> None:
-    """PostgreSQL: batch N+1 is probed and resolved while batch N is written and committed.
+    """Batch N+1 is probed and resolved while batch N is written and committed.
 
-    Written in line, the client sat idle while the server inserted a batch and the server sat idle
+    Written in line, the client sat idle while PostgreSQL inserted a batch and the server sat idle
     while the client resolved the next (100k people: the client waited ~20 s of ~55 s for its
-    inserts). Here each batch's writes, in its own transaction as before, run on a writer thread;
-    the next batch reads on another connection, in one snapshot (REPEATABLE READ), and lays the
-    writes of the batch still in flight over what it read (:class:`_Delta`); every batch before
-    that one has committed. Batches still commit one at a time and in order, so a killed import
-    leaves whole batches, as before. Its locks on existing contacts are taken in the writer's
-    transaction, so an erasure that ran meanwhile still stops the batch (see :func:`_hold_existing`).
-
-    SQLite stays in line: a reader thread there contends for the GIL with the writer (probes and
-    inserts of 250k rows on two threads took longer than one after the other), and its write lock
-    is what keeps other writers out between a batch's read and its writes."""
+    inserts); on SQLite one core did everything. Here each batch's writes, in its own transaction
+    as before, run on a writer (:mod:`crmctl.db.batch_writer`: a thread on PostgreSQL, a process
+    on SQLite); the next batch reads in one snapshot (REPEATABLE READ on PostgreSQL, a read
+    transaction on SQLite's WAL) and lays the writes of the batch still in flight over what it
+    read (:class:`_Delta`); every batch before that one has committed. Batches still commit one at
+    a time and in order, so a killed import leaves whole batches, as before. What the next batch
+    read is checked again in the writer's transaction (:func:`_hold_existing`,
+    :func:`_ids_still_free`), so an erasure or another writer that ran meanwhile stops the batch;
+    with the existing contacts it references checked there, SQLite's writer still skips the
+    per-row foreign key probes (every other reference is to a row of the same batch, or of one
+    that committed before it, or to the run)."""
+    postgres = db.is_postgresql
     delta: _Delta | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="crmctl-batch-writer") as writer:
-        pending: Future[None] | None = None
+    with batch_writer(db, checkpoints, process=not postgres, preload=(__name__,)) as writer:
         for height, rows, batch_rejects in batches:
             counts["rows_read"] += height
             with db.session() as reader:
-                reader.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+                if postgres:
+                    reader.connection(execution_options={"isolation_level": "REPEATABLE READ"})
                 planned = _resolve_batch(
                     reader, rows, run_id, options, counts, rejects, batch_rejects, first_import,
                     deferred=True, delta=delta,
                 )  # fmt: skip
-            if pending is not None:
-                pending.result()  # the previous batch committed (or its error is raised here)
-                pending = None
+            writer.wait()  # the previous batch committed (or its error is raised here)
             delta = None
             if planned is not None:
                 writes, delta = planned
                 assert writes.ops is not None
-                pending = writer.submit(_run_writes, db, writes.ops)
-        if pending is not None:
-            pending.result()
-
-
-def _run_writes(db: Database, ops: list[Callable[[Session], Any]]) -> None:
-    """One batch's deferred writes, in one transaction (on the writer thread)."""
-    with batch_session(db, None) as batch:
-        _asynchronous_commit(batch)
-        for op in ops:
-            op(batch)
+                writer.submit(writes.ops)
 
 
 def _has_records(session: Session, source: str) -> bool:
@@ -474,6 +471,7 @@ def _select_in(
     # one for `tenant_id = ?` when the ids come from a subquery)
     by_id = "contact" if postgres else "contact NOT INDEXED"
     statement = sql.format(cond=cond, by_contact=by_contact, by_id=by_id)
+    names = [f"c{i}" for i in range(len(schema))]
     if postgres:
         # one index seek per value, whatever the statistics: a fresh database filled by this
         # import has none, and the planner then reads `tenant_id = ? AND id = ANY(…)` as a scan
@@ -484,12 +482,19 @@ def _select_in(
         # the rows come back as one array per column: one result row instead of one per hit
         # (100k people: the rows, made into Python rows and then a frame, cost the client more
         # than the seeks cost the server; 45k hits: 0.25 s against 0.59 s)
-        names = [f"c{i}" for i in range(len(schema))]
         statement = (
             f"SELECT {', '.join(f'array_agg({n})' for n in names)} FROM "
             f"(SELECT x.* FROM unnest(%(v)s::{array}) AS u(probe) "
             f"CROSS JOIN LATERAL ({statement} OFFSET 0) AS x) "
             f"AS hits({', '.join(names)})"
+        )
+    else:
+        # the hits come back as one JSON array per column, decoded by polars: a Python tuple per
+        # hit, then a frame, cost more than SQLite's seeks (100k contacts' 16 columns: 0.72 s
+        # against 0.30 s; 68k identifiers: 0.21 s against 0.13 s)
+        statement = (
+            f"WITH hits({', '.join(names)}) AS ({statement}) "
+            f"SELECT {', '.join(f'json_group_array({n})' for n in names)} FROM hits"
         )
     parts = []
     raw = conn.connection.driver_connection
@@ -502,9 +507,13 @@ def _select_in(
                 parts.append(pl.DataFrame(dict(zip(schema, columns, strict=True)), schema=schema))
             continue
         # the driver's own cursor: SQLAlchemy's Row for every hit cost a third of the fetch
-        rows = raw.execute(statement, {**params, "v": json.dumps(chunk)}).fetchall()
-        if rows:
-            parts.append(pl.DataFrame(rows, schema=schema, orient="row"))
+        (first, *rest) = raw.execute(statement, {**params, "v": json.dumps(chunk)}).fetchone()
+        if first != "[]":
+            parts.append(
+                pl.DataFrame(dict(zip(schema, [first, *rest], strict=True))).select(
+                    pl.col(name).str.json_decode(pl.List(dtype)).explode() for name, dtype in schema.items()
+                )
+            )
     return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
 
 
@@ -563,7 +572,8 @@ def _resolve_batch(
     )
     resolution = resolve(nodes, pl.concat([keys, contact_keys]), options.rules)
     writes = _Writes(session, deferred=deferred)
-    written = _write(session, writes, records, contacts, stored, resolution, run_id, options, counts)
+    floors = delta.next_ids if delta is not None else {}
+    written = _write(session, writes, records, contacts, stored, resolution, run_id, options, counts, floors)
     return writes, written
 
 
@@ -731,25 +741,52 @@ def _overlay_info(info: pl.DataFrame, ids: list[int], delta: _Delta) -> pl.DataF
     return info
 
 
-def _hold_existing(session: Session, contact_ids: pl.Series) -> None:
-    """PostgreSQL: lock the existing contacts this batch writes to or merges until it commits.
+def _hold_existing(session: Session, contact_ids: pl.Series, read_elsewhere: bool) -> None:
+    """Make sure the existing contacts this batch writes to or merges are still there, unerased,
+    until it commits.
 
-    An erasure run may start while an import runs (they take different job locks). Unlocked, it
+    An erasure run may start while an import runs (they take different job locks). Unchecked, it
     could pseudonymise a contact between this batch's read and its writes, and the batch's fill,
-    identifiers and source records would bring the person's data back. Locked, the erasure waits
-    for this batch and then scrubs what it wrote too; a contact erased before the lock stops the
-    batch (nothing of it is written), and a re-run finishes the job. SQLite needs nothing: a batch
-    holds the database's write lock from its first read."""
-    ids = contact_ids.drop_nulls().unique().to_list()
-    if dialect_of(session) != "postgresql" or not ids:
+    identifiers and source records would bring the person's data back. PostgreSQL locks them: the
+    erasure waits for this batch and then scrubs what it wrote too. A contact erased before the
+    lock stops the batch (nothing of it is written), and a re-run finishes the job. SQLite: a batch
+    read in its own write transaction holds the database's write lock from its first read, so
+    nothing can change under it; one read ``read_elsewhere`` (the writer process) counts them again
+    under the write lock."""
+    ids = contact_ids.drop_nulls().unique().sort().to_list()
+    if not ids:
         return
-    held = lock_rows(session, "contact", ids, mode="FOR NO KEY UPDATE", where="erased_at IS NULL")
+    if dialect_of(session) == "postgresql":
+        held = lock_rows(session, "contact", ids, mode="FOR NO KEY UPDATE", where="erased_at IS NULL")
+    elif read_elsewhere:
+        held = _select_in(
+            session,
+            "SELECT id FROM {by_id} WHERE tenant_id = :t AND erased_at IS NULL AND {cond}",
+            "id",
+            ids,
+            {"t": tenant_of(session)},
+            {"id": pl.Int64},
+        ).height
+    else:
+        return
     if held != len(ids):
         raise CrmctlError(
             "A contact this import was merging into was erased while the batch ran; "
             "the batch was not written.",
             hint="Run the same import again: it skips what is imported and finishes the rest.",
         )
+
+
+def _ids_still_free(session: Session, first_ids: dict[str, int]) -> None:
+    """SQLite, a batch read outside its write transaction: the ids it drew (``MAX(id) + 1`` as it
+    read, see :func:`bulk.allocate_ids`) must still be free under the write lock. Another program
+    that inserted rows meanwhile stops the batch with a sentence, not a key violation."""
+    for table, first in first_ids.items():
+        if bulk.allocate_ids(session, table, 1)[0] > first:
+            raise CrmctlError(
+                "Another program wrote to the database while this import ran; the batch was not written.",
+                hint="Run the same import again: it skips what is imported and finishes the rest.",
+            )
 
 
 def _write(
@@ -762,12 +799,21 @@ def _write(
     run_id: int,
     options: LeadImportOptions,
     counts: dict[str, Any],
+    floors: dict[str, int],
 ) -> _Delta | None:
     """Write the batch through ``writes`` (``session`` reads and draws ids); deferred writes return
-    what they will change for the next batch's probe."""
+    what they will change for the next batch's probe. ``floors``: per table, the first id the
+    batch still in flight left free (SQLite draws ``MAX(id) + 1``, and its rows are not there yet)."""
     tenant = tenant_of(session)
-    held = contacts["contact_id"]
-    writes.run(lambda batch: _hold_existing(batch, held))
+    if writes.deferred:
+        writes.run(_asynchronous_commit)
+    writes.run(_hold_existing, contacts["contact_id"], writes.deferred)
+    drawn: dict[str, list[int]] = {}
+
+    def draw(table: str, count: int) -> list[int]:
+        drawn[table] = bulk.allocate_ids(session, table, count, at_least=floors.get(table, 1))
+        return drawn[table]
+
     now = utcnow()
     n_records = records.height
     clusters = resolution.clusters
@@ -783,7 +829,7 @@ def _write(
     new_clusters = (
         record_clusters.select("cluster").unique().join(landing, on="cluster", how="anti").sort("cluster")
     )
-    new_ids = bulk.allocate_ids(session, "contact", new_clusters.height)
+    new_ids = draw("contact", new_clusters.height)
     new_clusters = new_clusters.with_columns(pl.Series("winner", new_ids, dtype=pl.Int64))
     target = pl.concat([landing.select("cluster", "winner"), new_clusters.select("cluster", "winner")])
     trust = options.rules.source_trust.get(options.source, 1)
@@ -803,14 +849,14 @@ def _write(
         .otherwise(pl.lit("merged"))
         .alias("action")
     )
-    sr_ids = bulk.allocate_ids(session, "source_record", recs.height)
+    sr_ids = draw("source_record", recs.height)
     # Decision ids now, before the first insert is queued: drawn later, on PostgreSQL the draw
     # waited for every queued insert (the connection's one statement at a time), and the decisions'
     # frames were then built while the server sat idle. Enough for a decision per cluster that
     # joined anything and one per younger existing contact merged; unused ids are gaps.
     cluster_edges = resolution.edges.join(clusters.rename({"node": "a"}), on="a")
     younger = int((landing["all_contacts"].list.len() - 1).sum() or 0)
-    decision_ids = bulk.allocate_ids(session, "merge_decision", cluster_edges["cluster"].n_unique() + younger)
+    decision_ids = draw("merge_decision", cluster_edges["cluster"].n_unique() + younger)
     recs = recs.sort("node").with_columns(pl.Series("sr_id", sr_ids, dtype=pl.Int64))
     counts["new_contacts"] += new_clusters.height
     counts["merged_into_existing"] += recs.filter(~is_new).height
@@ -916,10 +962,13 @@ def _write(
         counts,
         now,
     )
-    writes.run(lambda batch: _update_existing(batch, fill, now))
+    writes.run(_update_existing, fill, now)
     _review_items(session, writes, recs, contacts, clusters, target, resolution, run_id, now)
     if not writes.deferred:
         return None
+    if dialect_of(session) == "sqlite":
+        assert writes.ops is not None
+        writes.ops.insert(0, (_ids_still_free, ({t: ids[0] for t, ids in drawn.items() if ids},)))
     return _Delta(
         new_contacts=new_contacts.select(
             pl.col("winner").alias("contact_id"),
@@ -929,6 +978,7 @@ def _write(
         fill=fill.select("winner", *[pl.col(f).cast(pl.String) for f in FILL_FIELDS]),
         losers=losers,
         identifiers=ordered.select(pl.col("winner").alias("contact_id"), "kind", "value"),
+        next_ids={t: max(floors.get(t, 1), ids[-1] + 1 if ids else 1) for t, ids in drawn.items()},
     )
 
 
@@ -1226,13 +1276,21 @@ def _merge_decisions(
                 "WHERE contact.tenant_id = %(t)s AND contact.id = u.l"
             )
             params = {"w": winners, "l": loser_ids, "now": now, "t": tenant}
-            writes.run(lambda batch: batch.connection().exec_driver_sql(sql, params))
+            writes.run(_execute_driver_sql, sql, params)
         else:
             sql = "UPDATE contact SET merged_into_id = :w, updated_at = :now WHERE tenant_id = :t AND id = :l"
             rows = [
                 {"w": w, "l": x, "now": now, "t": tenant} for w, x in zip(winners, loser_ids, strict=True)
             ]
-            writes.run(lambda batch: batch.connection().execute(text(sql), rows))
+            writes.run(_execute_sql, sql, rows)
+
+
+def _execute_driver_sql(session: Session, sql: str, params: Any) -> None:
+    session.connection().exec_driver_sql(sql, params)
+
+
+def _execute_sql(session: Session, sql: str, params: Any) -> None:
+    session.connection().execute(text(sql), params)
 
 
 def _review_items(

@@ -1,11 +1,11 @@
-"""PostgreSQL resolves lead batch N+1 while batch N is still being written (``_import_pipelined``):
-the next batch reads a snapshot that may lack batch N and lays batch N's writes over it. Whatever
-the timing, the result must be the one of batches imported one after another (SQLite's path)."""
+"""Lead batch N+1 is resolved while batch N is still being written (``_import_pipelined``: on
+PostgreSQL, and on SQLite for a file of several batches): the next batch reads a snapshot that may
+lack batch N and lays batch N's writes over it. Whatever the timing, the result must be the one
+of batches read and written one after another (SQLite's in-line path)."""
 
 from __future__ import annotations
 
 import json
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ import pytest
 
 import crmctl.importers.leads as leads
 from crmctl.db import migrate
+from crmctl.db.batch_writer import BatchWriter, ProcessBatchWriter
 from crmctl.db.engine import Database, open_database
 from crmctl.demo.leads import write_lead_files
 from crmctl.identity.history import source_links
@@ -60,54 +61,52 @@ def _outcome(db: Database, files: list[Any]) -> dict[str, Any]:
 
 
 def _serial_reference(files: list[Any], tmp_path: Path) -> dict[str, Any]:
+    """The same batches on SQLite, each read and written in one transaction, one after another."""
     url = f"sqlite:///{tmp_path / 'reference.db'}"
     migrate.upgrade(url)
     reference = open_database(url, "default")
     try:
-        return _outcome(reference, files)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(leads, "several_batches", lambda *_args: False)  # the in-line path
+            return _outcome(reference, files)
     finally:
         reference.dispose()
 
 
 def test_batches_resolved_while_the_previous_one_writes_match_one_after_another(
-    db: Database, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     files = write_lead_files(tmp_path / "files", people=400, seed=7)
     expected = _serial_reference(files, tmp_path)
 
-    # Hold each batch's writes until the next batch has been resolved (a file's last batch: a
-    # moment): the next batch then reads without the previous one, whose writes must come from
-    # the delta laid over that read.
-    changed = threading.Condition()
-    resolved: list[bool] = []  # per batch that had something to write
-    written: list[bool] = []
+    # Hold each batch's writes until the next batch has been resolved: submit() only keeps them,
+    # and the next wait() (which comes after the next batch's read) sends them. Every next batch
+    # then reads without the previous one, whose writes must come from the delta laid over that
+    # read (a thread on PostgreSQL, the writer process on SQLite).
     overlapped: list[bool] = []
-    original_resolve, original_run = leads._resolve_batch, leads._run_writes
+    original_resolve = leads._resolve_batch
 
-    def resolve_and_signal(*args: Any, **kwargs: Any) -> Any:
-        in_flight = len(written) < len(resolved)
-        result = original_resolve(*args, **kwargs)
-        with changed:
-            if kwargs.get("delta") is not None and in_flight and len(written) < len(resolved):
-                overlapped.append(True)
-            if result is not None:
-                resolved.append(True)
-            changed.notify_all()
-        return result
+    def resolve_and_count(*args: Any, **kwargs: Any) -> Any:
+        overlapped.append(kwargs.get("delta") is not None)
+        return original_resolve(*args, **kwargs)
 
-    def run_later(*args: Any, **kwargs: Any) -> None:
-        with changed:
-            batch = len(written) + 1
-            changed.wait_for(lambda: len(resolved) > batch, timeout=0.3)
-        original_run(*args, **kwargs)
-        with changed:
-            written.append(True)
+    for writer in (BatchWriter, ProcessBatchWriter):
+        submit, wait = writer.submit, writer.wait
 
-    monkeypatch.setattr(leads, "_resolve_batch", resolve_and_signal)
-    monkeypatch.setattr(leads, "_run_writes", run_later)
+        def hold(self: BatchWriter, ops: list[Any]) -> None:
+            self.__dict__["held"] = ops
+
+        def send_then_wait(self: BatchWriter, submit: Any = submit, wait: Any = wait) -> None:
+            held = self.__dict__.pop("held", None)
+            if held is not None:
+                submit(self, held)
+            wait(self)
+
+        monkeypatch.setattr(writer, "submit", hold)
+        monkeypatch.setattr(writer, "wait", send_then_wait)
+    monkeypatch.setattr(leads, "_resolve_batch", resolve_and_count)
     got = _outcome(db, files)
-    if backend == "postgresql":
-        assert len(overlapped) > 10  # batches did resolve while the previous one was unwritten
+    assert sum(overlapped) > 10  # batches did resolve while the previous one was unwritten
     assert got == expected
     assert len(got["people"]) < sum(len(p) for p in got["people"])  # records were merged
 

@@ -1,0 +1,175 @@
+"""The bulk importers' batch writer: batches written in order, one transaction each, on a thread
+(PostgreSQL) or a process of its own (SQLite), with errors raised to the importer."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from sqlalchemy import create_engine
+from sqlmodel import Session
+
+from crmctl.db import bulk
+from crmctl.db.batch_writer import batch_writer
+from crmctl.db.checkpoints import BackgroundCheckpoints, background_checkpoints
+from crmctl.db.engine import Database, parse_database_url
+from crmctl.errors import CrmctlError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _tests_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer process unpickles this module's operations by name."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+
+
+def _create_seen(db: Database) -> None:
+    """A table of the test's own (on PostgreSQL made by the owner: the app role creates none)."""
+    if db.is_postgresql:
+        owner = create_engine(parse_database_url(db.url))
+        with owner.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE seen (batch INTEGER, note TEXT)")
+            conn.exec_driver_sql("GRANT ALL ON seen TO crmctl_app")
+        owner.dispose()
+        return
+    with db.session(write=True) as session:
+        session.connection().exec_driver_sql("CREATE TABLE seen (batch INTEGER, note TEXT)")
+
+
+def _seen(db: Database) -> list[tuple[int, str]]:
+    with db.session() as session:
+        rows = session.connection().exec_driver_sql("SELECT batch, note FROM seen ORDER BY 1")
+        return [(batch, note) for batch, note in rows]
+
+
+def _note_autocheckpoint(session: Session, batch: int) -> None:
+    """Write down the writer's connection's wal_autocheckpoint (SQLite) as this batch saw it."""
+    conn = session.connection()
+    pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+    conn.exec_driver_sql(f"INSERT INTO seen VALUES ({batch}, 'pages={pages}')")
+
+
+def _fail(session: Session, message: str) -> None:
+    raise CrmctlError(message, hint="a hint travels too")
+
+
+def test_batches_are_written_in_order_one_transaction_each(db: Database, backend: str) -> None:
+    _create_seen(db)
+    with batch_writer(db, process=backend == "sqlite", preload=(__name__,)) as writer:
+        for batch in range(1, 4):
+            frame = pl.DataFrame({"batch": [batch, batch], "note": [f"{batch}a", f"{batch}b"]})
+            writer.submit([(bulk.insert_frame, ("seen", frame))])
+            writer.wait()
+        writer.submit([(bulk.insert_frame, ("seen", pl.DataFrame({"batch": [4], "note": ["4a"]})))])
+    # the last batch was waited for on leaving
+    assert _seen(db) == [(1, "1a"), (1, "1b"), (2, "2a"), (2, "2b"), (3, "3a"), (3, "3b"), (4, "4a")]
+
+
+def test_a_failed_batch_writes_nothing_and_its_error_reaches_the_importer(db: Database, backend: str) -> None:
+    _create_seen(db)
+    with (
+        pytest.raises(CrmctlError, match="batch two failed") as raised,
+        batch_writer(db, process=backend == "sqlite") as writer,
+    ):
+        writer.submit([(bulk.insert_frame, ("seen", pl.DataFrame({"batch": [1], "note": ["kept"]})))])
+        writer.wait()
+        writer.submit(
+            [
+                (bulk.insert_frame, ("seen", pl.DataFrame({"batch": [2], "note": ["rolled back"]}))),
+                (_fail, ("batch two failed",)),
+            ]
+        )
+        writer.wait()
+    assert raised.value.hint == "a hint travels too"
+    assert _seen(db) == [(1, "kept")]
+
+
+def test_sqlite_writer_process_leaves_checkpoints_to_the_helper_thread(
+    db: Database, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch's transaction in the writer process turns its own checkpoint off, and the
+    importer reports each commit to the thread of crmctl.db.checkpoints."""
+    if backend != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL has no WAL file of ours to copy")
+    _create_seen(db)
+    commits: list[int] = []
+    original = BackgroundCheckpoints.committed
+
+    def spy(self: BackgroundCheckpoints) -> None:
+        commits.append(1)
+        original(self)
+
+    monkeypatch.setattr(BackgroundCheckpoints, "committed", spy)
+    with (
+        background_checkpoints(db) as checkpoints,
+        batch_writer(db, checkpoints, process=True) as writer,
+    ):
+        for batch in range(1, 4):
+            writer.submit([(_note_autocheckpoint, (batch,))])
+            writer.wait()
+    assert _seen(db) == [(1, "pages=0"), (2, "pages=0"), (3, "pages=0")]
+    assert len(commits) == 3
+
+
+def _write_late(session: Session, started: str, seconds: float) -> None:
+    Path(started).touch()
+    time.sleep(seconds)
+    session.connection().exec_driver_sql("INSERT INTO seen VALUES (1, 'written after the importer died')")
+
+
+KILLED_IMPORTER = """
+import sys, time
+from crmctl.db.batch_writer import batch_writer
+from crmctl.db.engine import open_database
+from tests.db.test_batch_writer import _write_late
+db = open_database(sys.argv[1], "default")
+with batch_writer(db, process=True) as writer:
+    writer.submit([(_write_late, (sys.argv[2], 8.0))])
+    print(writer._process.pid, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_sqlite_writer_process_dies_with_a_killed_importer(
+    db: Database, backend: str, tmp_path: Path
+) -> None:
+    """SIGKILL leaves the importer no chance to stop its writer, busy with a batch: the kernel
+    does, so no batch is written after the importer has gone (a re-run would race it)."""
+    if backend != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL's writer is a thread")
+    _create_seen(db)
+    started = tmp_path / "batch-started"
+    importer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_IMPORTER, db.url, str(started)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert importer.stdout is not None
+    writer_pid = int(importer.stdout.readline())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not started.exists():  # the writer is in the batch
+        time.sleep(0.05)
+    assert _running(writer_pid)
+    importer.send_signal(signal.SIGKILL)
+    importer.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _running(writer_pid):
+        time.sleep(0.05)
+    assert not _running(writer_pid)
+    assert _seen(db) == []
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1][0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
