@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import resource
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -71,14 +72,20 @@ def run(scale: str) -> dict[str, Any]:
         rows = 0
         load_before = os.getloadavg()[0]
         cpu_started = time.process_time()
+        writers_cpu_started = _children_cpu_seconds()
         started = time.perf_counter()
-        for lead_file in files:
-            result = import_leads(db, lead_file.import_options(default_region="US"))
-            rows += result.counts["rows_read"]
+        with _TotalRss() as total_rss:
+            for lead_file in files:
+                result = import_leads(db, lead_file.import_options(default_region="US"))
+                rows += result.counts["rows_read"]
         import_seconds = time.perf_counter() - started
         import_cpu_seconds = time.process_time() - cpu_started
+        writers_cpu_seconds = _children_cpu_seconds() - writers_cpu_started
         load_after = os.getloadavg()[0]
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # generator's too
+        # SQLite's batch writer process (one per file, each gone when its file is done): the
+        # largest one's peak, which ran beside this process
+        writer_peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         with db.session() as session:
             links = source_links(session)
         db.dispose()
@@ -92,13 +99,62 @@ def run(scale: str) -> dict[str, Any]:
         "generate_seconds": round(generate_seconds, 1),
         "import_seconds": round(import_seconds, 1),
         "rows_per_second": round(rows / import_seconds),
-        # this process's CPU (all its threads, polars' too; not PostgreSQL's server)
+        # this process's CPU (all its threads, polars' too; not PostgreSQL's server) and its
+        # SQLite writer processes'
         "import_cpu_seconds": round(import_cpu_seconds, 1),
-        "rows_per_cpu_second": round(rows / import_cpu_seconds),
+        "writer_process_cpu_seconds": round(writers_cpu_seconds, 1),
+        "rows_per_cpu_second": round(rows / (import_cpu_seconds + writers_cpu_seconds)),
         "load_average_1m": [round(load_before, 2), round(load_after, 2)],
         "peak_rss_mb_after_import": round(peak_rss_mb),
+        "writer_process_peak_rss_mb": round(writer_peak_rss_mb),
+        # this process and its writer process together, sampled every 100 ms during the import
+        "peak_rss_mb_import_with_writer": total_rss.peak_mb,
         **accuracy,
     }
+
+
+class _TotalRss:
+    """The largest sum of this process's and its children's resident memory, sampled on a thread."""
+
+    def __init__(self, every: float = 0.1) -> None:
+        self.peak_mb = 0
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> _TotalRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        me = str(os.getpid())
+        while not self._stop.wait(self._every):
+            total_kb = 0
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                fields = dict(
+                    line.split(":", 1) for line in _read(proc / "status").splitlines() if ":" in line
+                )
+                if proc.name == me or fields.get("PPid", "").strip() == me:
+                    total_kb += int(fields.get("VmRSS", "0 kB").split()[0])
+            self.peak_mb = max(self.peak_mb, total_kb // 1024)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:  # a child or thread that has just gone
+        return ""
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _accuracy(links: pl.DataFrame, truth: pl.DataFrame, files: list[Any]) -> dict[str, Any]:

@@ -192,26 +192,34 @@ def _serve(parent: int, channel: Connection) -> None:
     databases: dict[tuple[str, str], Database] = {}
     while True:
         try:
-            url, tenant, ops, options = _receive(channel)
+            reply = _write_message(databases, _receive(channel), parent)
         except EOFError:  # the importer is done (or gone)
             return
-        if os.getppid() != parent:
-            return
-        try:
-            db = databases.get((url, tenant))
-            if db is None:
-                db = databases[(url, tenant)] = open_database(url, tenant)
-            with db.session(write=True) as session:
-                session.connection(execution_options=options)
-                _run(session, ops)
-            reply: BaseException | None = None
-        except Exception as exc:  # sent back whole, raised by the importer (--verbose shows where)
-            exc.add_note("".join(traceback.format_exception(exc)).rstrip())
-            reply = exc
         try:
             channel.send(reply)
         except Exception:  # an error that cannot be pickled: its type and message
             channel.send(RuntimeError(f"{type(reply).__name__}: {reply}"))
+
+
+def _write_message(
+    databases: dict[tuple[str, str], Database], message: Any, parent: int
+) -> BaseException | None:
+    """One batch; its frames are freed on return, before the next batch arrives."""
+    if os.getppid() != parent:
+        raise EOFError
+    url, tenant, ops, options = message
+    del message
+    try:
+        db = databases.get((url, tenant))
+        if db is None:
+            db = databases[(url, tenant)] = open_database(url, tenant)
+        with db.session(write=True) as session:
+            session.connection(execution_options=options)
+            _run(session, ops)
+    except Exception as exc:  # sent back whole, raised by the importer (--verbose shows where)
+        exc.add_note("".join(traceback.format_exception(exc)).rstrip())
+        return exc
+    return None
 
 
 def _main(argv: list[str]) -> None:

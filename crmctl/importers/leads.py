@@ -373,6 +373,7 @@ def _import_pipelined(
                 writes, delta = planned
                 assert writes.ops is not None
                 writer.submit(writes.ops)
+                planned = writes = None  # the writer holds them (a process: has them already)
 
 
 def _has_records(session: Session, source: str) -> bool:
