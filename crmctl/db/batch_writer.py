@@ -114,6 +114,8 @@ class ProcessBatchWriter(BatchWriter):
             error = self._channel.recv()
         except (EOFError, OSError) as exc:
             raise self._died() from exc
+        except Exception as exc:  # an error this side cannot unpickle
+            raise RuntimeError("the batch writer process failed; its error could not be read") from exc
         if error is not None:
             raise error
         if self._checkpoints is not None:
@@ -192,23 +194,27 @@ def _serve(parent: int, channel: Connection) -> None:
     databases: dict[tuple[str, str], Database] = {}
     while True:
         try:
-            reply = _write_message(databases, _receive(channel), parent)
-        except EOFError:  # the importer is done (or gone)
+            message = _receive(channel)
+        except (EOFError, OSError):  # the importer is done (or gone)
             return
+        reply = _write_message(databases, message, parent)
+        del message
         try:
-            channel.send(reply)
-        except Exception:  # an error that cannot be pickled: its type and message
-            channel.send(RuntimeError(f"{type(reply).__name__}: {reply}"))
+            try:
+                channel.send(reply)
+            except (pickle.PicklingError, TypeError, AttributeError):  # an error that cannot be pickled
+                channel.send(RuntimeError(f"{type(reply).__name__} in the batch writer process"))
+        except OSError:  # the importer has gone (interrupted or failed): its batch is committed
+            return
 
 
 def _write_message(
     databases: dict[tuple[str, str], Database], message: Any, parent: int
 ) -> BaseException | None:
     """One batch; its frames are freed on return, before the next batch arrives."""
-    if os.getppid() != parent:
-        raise EOFError
+    if os.getppid() != parent:  # the importer has gone: write nothing
+        sys.exit(0)
     url, tenant, ops, options = message
-    del message
     try:
         db = databases.get((url, tenant))
         if db is None:
