@@ -3,8 +3,8 @@ read and resolved.
 
 A batch's writes are a list of operations, each a module-level function called as
 ``func(session, *args)`` with frames and plain values: what a thread can run, and what a process
-can be sent (pickled; polars frames travel as Arrow IPC). Batches are written one at a time and in
-order, each in one transaction, so a killed import leaves whole batches as before.
+can be sent (pickled, polars frames as Arrow buffers out of band). Batches are written one at a
+time and in order, each in one transaction, so a killed import leaves whole batches as before.
 
 - PostgreSQL: a thread. The server does the work while the thread waits on its socket, without
   the GIL.
@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 from sqlmodel import Session
@@ -48,8 +48,22 @@ WriteOp = tuple[Callable[..., Any], tuple[Any, ...]]
 _PR_SET_PDEATHSIG = 1
 
 
-class BatchWriter:
-    """Writes one batch at a time on a thread (see the module docstring)."""
+class BatchWriter(Protocol):
+    """Writes one batch at a time (see the module docstring)."""
+
+    def submit(self, ops: list[WriteOp]) -> None:
+        """Start writing a batch: its operations in order, in one transaction. The batch before
+        must have been waited for."""
+
+    def wait(self) -> None:
+        """Wait until the batch in flight has committed; its error, if it failed, is raised here."""
+
+    def close(self) -> None:
+        """Stop the writer (a batch still in flight finishes first)."""
+
+
+class ThreadBatchWriter:
+    """Writes one batch at a time on a thread (PostgreSQL)."""
 
     def __init__(self, db: Database, checkpoints: BackgroundCheckpoints | None) -> None:
         self._db = db
@@ -58,13 +72,10 @@ class BatchWriter:
         self._pending: Future[None] | None = None
 
     def submit(self, ops: list[WriteOp]) -> None:
-        """Start writing a batch: its operations in order, in one transaction. The batch before
-        must have been waited for."""
         assert self._pending is None, "wait() for the batch in flight first"
         self._pending = self._executor.submit(_write, self._db, ops, self._checkpoints)
 
     def wait(self) -> None:
-        """Wait until the batch in flight has committed; its error, if it failed, is raised here."""
         if self._pending is not None:
             pending, self._pending = self._pending, None
             pending.result()
@@ -73,7 +84,7 @@ class BatchWriter:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-class ProcessBatchWriter(BatchWriter):
+class ProcessBatchWriter:
     """Writes one batch at a time in a process of its own (SQLite; see the module docstring)."""
 
     def __init__(
@@ -141,10 +152,12 @@ def batch_writer(
     process: bool = False,
     preload: tuple[str, ...] = (),
 ) -> Iterator[BatchWriter]:
-    """A :class:`BatchWriter` on a thread, or (``process``, SQLite files) a
-    :class:`ProcessBatchWriter`, which imports the modules ``preload`` (those of the operations)
-    while the first batch is resolved. On leaving, the batch in flight is waited for."""
-    writer = ProcessBatchWriter(db, checkpoints, preload) if process else BatchWriter(db, checkpoints)
+    """A :class:`ThreadBatchWriter`, or (``process``, SQLite files) a :class:`ProcessBatchWriter`,
+    which imports the modules ``preload`` (those of the operations) while the first batch is
+    resolved. On leaving, the batch in flight is waited for."""
+    writer: BatchWriter = (
+        ProcessBatchWriter(db, checkpoints, preload) if process else ThreadBatchWriter(db, checkpoints)
+    )
     try:
         yield writer
         writer.wait()
@@ -177,14 +190,14 @@ def _send(channel: Connection, message: Any) -> None:
     buffers: list[pickle.PickleBuffer] = []
     out = io.BytesIO()
     _FramePickler(out, protocol=5, buffer_callback=buffers.append).dump(message)
-    channel.send((len(buffers), out.getbuffer().nbytes))
+    channel.send(len(buffers))
     channel.send_bytes(out.getbuffer())
     for buffer in buffers:
         channel.send_bytes(buffer.raw())
 
 
 def _receive(channel: Connection) -> Any:
-    count, _size = channel.recv()
+    count = channel.recv()
     message = channel.recv_bytes()
     return pickle.loads(message, buffers=[channel.recv_bytes() for _ in range(count)])
 

@@ -99,8 +99,8 @@ class _DryRun(Exception):
 
 class _Writes:
     """A batch's writes, in order: run at once on ``session``, or (``deferred``) kept for
-    :mod:`crmctl.db.batch_writer` to run in the batch's own transaction on a thread or a
-    process on SQLite). Each is a module-level function and its arguments (frames and plain
+    :mod:`crmctl.db.batch_writer` to run in the batch's own transaction (on a thread, or on
+    SQLite in a process). Each is a module-level function and its arguments (frames and plain
     values), so a writer process can be sent them."""
 
     def __init__(self, session: Session, *, deferred: bool = False) -> None:

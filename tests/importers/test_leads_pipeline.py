@@ -14,7 +14,7 @@ import pytest
 
 import crmctl.importers.leads as leads
 from crmctl.db import migrate
-from crmctl.db.batch_writer import BatchWriter, ProcessBatchWriter
+from crmctl.db.batch_writer import ProcessBatchWriter, ThreadBatchWriter
 from crmctl.db.engine import Database, open_database
 from crmctl.demo.leads import write_lead_files
 from crmctl.identity.history import source_links
@@ -90,13 +90,13 @@ def test_batches_resolved_while_the_previous_one_writes_match_one_after_another(
         overlapped.append(kwargs.get("delta") is not None)
         return original_resolve(*args, **kwargs)
 
-    for writer in (BatchWriter, ProcessBatchWriter):
+    for writer in (ThreadBatchWriter, ProcessBatchWriter):
         submit, wait = writer.submit, writer.wait
 
-        def hold(self: BatchWriter, ops: list[Any]) -> None:
+        def hold(self: Any, ops: list[Any]) -> None:
             self.__dict__["held"] = ops
 
-        def send_then_wait(self: BatchWriter, submit: Any = submit, wait: Any = wait) -> None:
+        def send_then_wait(self: Any, submit: Any = submit, wait: Any = wait) -> None:
             held = self.__dict__.pop("held", None)
             if held is not None:
                 submit(self, held)
