@@ -1,0 +1,71 @@
+"""The lead importer's index probes (``leads._select_in``) return what is stored, whatever the text:
+on SQLite the hits come back as one JSON array per column and polars decodes them, on PostgreSQL
+as one array per column."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import create_engine
+
+import crmctl.importers.leads as leads
+from crmctl.db import bulk
+from crmctl.db.engine import Database, parse_database_url
+
+# any text a column can hold: PostgreSQL's text has no NUL, and UTF-8 has no lone surrogates
+TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
+
+
+@pytest.fixture
+def probed(db: Database) -> Database:
+    """A table of the test's own (on PostgreSQL made by the owner: the app role creates none)."""
+    ddl = "CREATE TABLE probed (id BIGINT PRIMARY KEY, value TEXT, other TEXT)"
+    if db.is_postgresql:
+        owner = create_engine(parse_database_url(db.url))
+        with owner.begin() as conn:
+            conn.exec_driver_sql(ddl)
+            conn.exec_driver_sql("GRANT ALL ON probed TO crmctl_app")
+        owner.dispose()
+    else:
+        with db.session(write=True) as session:
+            session.connection().exec_driver_sql(ddl)
+    return db
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(st.one_of(st.none(), TEXT), st.one_of(st.none(), TEXT)), max_size=30))
+@example(
+    rows=[
+        (" padded ", 'a "quoted" word'),
+        ("back\\slash", "new\nline\ttab"),
+        ("", None),
+        ("null", "[]"),
+        ("ünïcödé \u2028 ☃", '{"a": 1}'),
+        (None, "\\u0041"),
+    ]
+)
+def test_probes_return_the_stored_values_whatever_the_text(
+    probed: Database, rows: list[tuple[str | None, str | None]]
+) -> None:
+    stored = pl.DataFrame(
+        {"id": list(range(1, len(rows) + 1)), "value": [r[0] for r in rows], "other": [r[1] for r in rows]},
+        schema={"id": pl.Int64, "value": pl.String, "other": pl.String},
+    )
+    with probed.session(write=True) as session:
+        session.connection().exec_driver_sql("DELETE FROM probed")
+        bulk.insert_frame(session, "probed", stored)
+    # every other id probed, and one that is not there
+    wanted = sorted([*stored["id"].to_list()[::2], 10_000])
+    with probed.session() as session:
+        got = leads._select_in(
+            session,
+            "SELECT id, value, other FROM probed WHERE {cond}",
+            "id",
+            wanted,
+            {},
+            {"id": pl.Int64, "value": pl.String, "other": pl.String},
+        )
+    expected = stored.filter(pl.col("id").is_in(wanted))
+    assert got.sort("id").equals(expected)
