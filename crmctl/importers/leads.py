@@ -533,8 +533,8 @@ def _resolve_batch(
 ) -> tuple[_Writes, _Delta | None] | None:
     """``first_import``: the source had no records when this file's import began (no probe for rows
     already imported). ``deferred``: ``session`` only reads, and the writes are returned for the
-    writer thread with what they change; ``delta``: the previous batch's, if it may not have
-    committed yet (see :func:`_import_pipelined`)."""
+    batch writer (a thread or a process) with what they change; ``delta``: the previous batch's,
+    if it may not have committed yet (see :func:`_import_pipelined`)."""
     tenant = tenant_of(session)
     # idempotency: rows of this source already imported are skipped
     existing = (
@@ -851,10 +851,8 @@ def _write(
         .alias("action")
     )
     sr_ids = draw("source_record", recs.height)
-    # Decision ids now, before the first insert is queued: drawn later, on PostgreSQL the draw
-    # waited for every queued insert (the connection's one statement at a time), and the decisions'
-    # frames were then built while the server sat idle. Enough for a decision per cluster that
-    # joined anything and one per younger existing contact merged; unused ids are gaps.
+    # Decision ids: enough for a decision per cluster that joined anything and one per younger
+    # existing contact merged; unused ids are gaps.
     cluster_edges = resolution.edges.join(clusters.rename({"node": "a"}), on="a")
     younger = int((landing["all_contacts"].list.len() - 1).sum() or 0)
     decision_ids = draw("merge_decision", cluster_edges["cluster"].n_unique() + younger)
