@@ -51,13 +51,13 @@ CALIBRATION_FRAME_ROWS = 50_000
 
 def calibration_workload_seconds() -> float:
     """Seconds for a fixed piece of import-shaped work: indexed SQLite inserts of generated keys,
-    then a polars join and group-by over strings. On a day the pure loop said 0.8-1.46 s, the lead
-    import took 1.8 times the CPU of a day it said 0.92-1.10, so the loop alone does not tell a slow
-    day from slower code; this times the kind of work the import does. It is as unsteady as the
-    machine (1.06-1.94 s within its first hour): compare ranges. Same work every run, and small: the
-    database is a file with SQLite's default 2 MB cache and the frame has 50k rows, so the peak
-    that benchmarks without a child of their own report grows by ~26 MB (measured), most of it
-    polars starting its threads, which every benchmark does anyway."""
+    then a polars join and group-by over strings. One evening the pure loop said 0.8-1.46 s while the
+    lead import took 1.8 times the CPU it had taken hours earlier (loop 0.92-1.10), so the loop alone
+    does not tell a slow hour from slower code; this times the kind of work the import does. It is
+    as unsteady as the machine (1.06-1.94 s within its first hour): compare ranges. Same work every
+    run, and small: the database is a file with SQLite's default 2 MB cache and the frame has 50k
+    rows, so the peak that benchmarks without a child of their own report grows by ~26 MB
+    (measured), most of it polars starting its threads, which every benchmark does anyway."""
     rng = random.Random(7)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="crmctl-calibration-") as tmp:
