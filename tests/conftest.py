@@ -17,10 +17,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import create_engine
 from typer.testing import CliRunner, Result
 
 from crmctl.db import migrate
-from crmctl.db.engine import Database, open_database
+from crmctl.db.checkpoints import BackgroundCheckpoints
+from crmctl.db.engine import Database, open_database, parse_database_url
 from crmctl.main import app
 
 PG_ADMIN_URL = os.environ.get("CRMCTL_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -115,6 +117,36 @@ def db(database_url: str) -> Iterator[Database]:
     database = open_database(database_url, "default")
     yield database
     database.dispose()
+
+
+def create_scratch_table(db: Database, name: str, columns: str) -> None:
+    """A table of the test's own, ``CREATE TABLE name (columns)``: on PostgreSQL made by the owner
+    and granted to the app role, which creates none."""
+    ddl = f"CREATE TABLE {name} ({columns})"
+    if db.is_postgresql:
+        owner = create_engine(parse_database_url(db.url))
+        with owner.begin() as conn:
+            conn.exec_driver_sql(ddl)
+            conn.exec_driver_sql(f"GRANT ALL ON {name} TO crmctl_app")
+        owner.dispose()
+        return
+    with db.session(write=True) as session:
+        session.connection().exec_driver_sql(ddl)
+
+
+@pytest.fixture
+def checkpoint_commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per commit reported to a WAL checkpoint thread (``BackgroundCheckpoints.committed``),
+    which still does its work."""
+    commits: list[int] = []
+    original = BackgroundCheckpoints.committed
+
+    def spy(self: BackgroundCheckpoints) -> None:
+        commits.append(1)
+        original(self)
+
+    monkeypatch.setattr(BackgroundCheckpoints, "committed", spy)
+    return commits
 
 
 @dataclass

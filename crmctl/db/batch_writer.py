@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import polars as pl
 from sqlmodel import Session
 
-from crmctl.db.checkpoints import BackgroundCheckpoints, batch_session
+from crmctl.db.checkpoints import BackgroundCheckpoints, batch_options, batch_session
 from crmctl.db.engine import Database, open_database
 
 WriteOp = tuple[Callable[..., Any], tuple[Any, ...]]
@@ -107,10 +107,11 @@ class ProcessBatchWriter:
 
     def submit(self, ops: list[WriteOp]) -> None:
         assert not self._in_flight, "wait() for the batch in flight first"
-        options: dict[str, Any] = {"crmctl_foreign_keys": False}
+        # batch_session's transaction, opened in the writer process: the checkpoint thread's
+        # waits and reports (checkpointed) stay here, around the process's commit
+        options = batch_options(self._checkpoints, foreign_keys=False)
         if self._checkpoints is not None:
             self._checkpoints.before_write()
-            options |= self._checkpoints.execution_options
         try:
             _send(self._channel, (self._db.url, self._db.tenant, ops, options))
         except OSError as exc:

@@ -150,16 +150,23 @@ def checkpointed(checkpoints: BackgroundCheckpoints | None) -> Iterator[None]:
     checkpoints.committed()
 
 
+def batch_options(checkpoints: BackgroundCheckpoints | None, *, foreign_keys: bool = True) -> dict[str, Any]:
+    """The execution options of one batch's write transaction: with ``foreign_keys=False``, no
+    per-row foreign key probes on SQLite (the caller says why that is safe; PostgreSQL keeps them),
+    and no checkpoints of its own while ``checkpoints``' thread copies the WAL."""
+    options: dict[str, Any] = {} if foreign_keys else {"crmctl_foreign_keys": False}
+    if checkpoints is not None:
+        options |= checkpoints.execution_options
+    return options
+
+
 @contextmanager
 def batch_session(
     db: Database, checkpoints: BackgroundCheckpoints | None, *, foreign_keys: bool = True
 ) -> Iterator[Session]:
-    """One batch's write transaction in a bulk writer: its WAL copy left to ``checkpoints``' thread
-    (see :func:`checkpointed`), and, with ``foreign_keys=False``, no per-row foreign key probes on
-    SQLite (the caller says why that is safe; PostgreSQL keeps them)."""
-    options: dict[str, Any] = {} if foreign_keys else {"crmctl_foreign_keys": False}
-    if checkpoints is not None:
-        options |= checkpoints.execution_options
+    """One batch's write transaction in a bulk writer, with :func:`batch_options`: its WAL copy
+    left to ``checkpoints``' thread (see :func:`checkpointed`)."""
+    options = batch_options(checkpoints, foreign_keys=foreign_keys)
     with checkpointed(checkpoints), db.session(write=True) as session:
         if options:
             session.connection(execution_options=options)

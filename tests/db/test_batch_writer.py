@@ -12,14 +12,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from sqlalchemy import create_engine
 from sqlmodel import Session
 
 from crmctl.db import bulk
 from crmctl.db.batch_writer import batch_writer
-from crmctl.db.checkpoints import BackgroundCheckpoints, background_checkpoints
-from crmctl.db.engine import Database, parse_database_url
+from crmctl.db.checkpoints import background_checkpoints
+from crmctl.db.engine import Database
 from crmctl.errors import CrmctlError
+from tests.conftest import create_scratch_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,16 +31,7 @@ def _tests_importable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _create_seen(db: Database) -> None:
-    """A table of the test's own (on PostgreSQL made by the owner: the app role creates none)."""
-    if db.is_postgresql:
-        owner = create_engine(parse_database_url(db.url))
-        with owner.begin() as conn:
-            conn.exec_driver_sql("CREATE TABLE seen (batch INTEGER, note TEXT)")
-            conn.exec_driver_sql("GRANT ALL ON seen TO crmctl_app")
-        owner.dispose()
-        return
-    with db.session(write=True) as session:
-        session.connection().exec_driver_sql("CREATE TABLE seen (batch INTEGER, note TEXT)")
+    create_scratch_table(db, "seen", "batch INTEGER, note TEXT")
 
 
 def _seen(db: Database) -> list[tuple[int, str]]:
@@ -92,21 +83,13 @@ def test_a_failed_batch_writes_nothing_and_its_error_reaches_the_importer(db: Da
 
 
 def test_sqlite_writer_process_leaves_checkpoints_to_the_helper_thread(
-    db: Database, backend: str, monkeypatch: pytest.MonkeyPatch
+    db: Database, backend: str, checkpoint_commits: list[int]
 ) -> None:
     """Each batch's transaction in the writer process turns its own checkpoint off, and the
     importer reports each commit to the thread of crmctl.db.checkpoints."""
     if backend != "sqlite":
         pytest.skip("SQLite only: PostgreSQL has no WAL file of ours to copy")
     _create_seen(db)
-    commits: list[int] = []
-    original = BackgroundCheckpoints.committed
-
-    def spy(self: BackgroundCheckpoints) -> None:
-        commits.append(1)
-        original(self)
-
-    monkeypatch.setattr(BackgroundCheckpoints, "committed", spy)
     with (
         background_checkpoints(db) as checkpoints,
         batch_writer(db, checkpoints, process=True) as writer,
@@ -115,7 +98,7 @@ def test_sqlite_writer_process_leaves_checkpoints_to_the_helper_thread(
             writer.submit([(_note_autocheckpoint, (batch,))])
             writer.wait()
     assert _seen(db) == [(1, "pages=0"), (2, "pages=0"), (3, "pages=0")]
-    assert len(commits) == 3
+    assert len(checkpoint_commits) == 3
 
 
 def _write_late(session: Session, started: str, seconds: float) -> None:

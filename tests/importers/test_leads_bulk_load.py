@@ -11,7 +11,6 @@ from sqlalchemy import inspect
 
 import crmctl.importers.leads as leads
 from crmctl.db import migrate
-from crmctl.db.checkpoints import BackgroundCheckpoints
 from crmctl.db.engine import Database, open_database
 from crmctl.db.locks import database_file_lock
 from crmctl.demo.leads import write_lead_files
@@ -76,7 +75,7 @@ def test_imports_rebuild_missing_indexes_unless_a_bulk_load_holds_them(tmp_path:
 
 
 def test_sqlite_batches_leave_their_checkpoints_to_the_helper_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, checkpoint_commits: list[int]
 ) -> None:
     """Each batch's commit (in the writer process) is reported to the thread of
     crmctl.db.checkpoints, which copies the WAL back while the next batch is prepared. (That the
@@ -84,16 +83,8 @@ def test_sqlite_batches_leave_their_checkpoints_to_the_helper_thread(
     url = f"sqlite:///{tmp_path / 'crm.db'}"
     migrate.upgrade(url)
     db = open_database(url, "default")
-    committed: list[int] = []
-    original = BackgroundCheckpoints.committed
-
-    def spy(self: BackgroundCheckpoints) -> None:
-        committed.append(1)
-        original(self)
-
-    monkeypatch.setattr(BackgroundCheckpoints, "committed", spy)
     lead_file = write_lead_files(tmp_path / "files", people=60, seed=3)[0]
     result = import_leads(db, lead_file.import_options(default_region="US", batch_rows=50))
     batches = -(-result.counts["rows_read"] // 50)
-    assert len(committed) == batches > 1
+    assert len(checkpoint_commits) == batches > 1
     db.dispose()

@@ -8,11 +8,11 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine
 
 import crmctl.importers.leads as leads
 from crmctl.db import bulk
-from crmctl.db.engine import Database, parse_database_url
+from crmctl.db.engine import Database
+from tests.conftest import create_scratch_table
 
 # any text a column can hold: PostgreSQL's text has no NUL, and UTF-8 has no lone surrogates
 TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
@@ -20,17 +20,7 @@ TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=
 
 @pytest.fixture
 def probed(db: Database) -> Database:
-    """A table of the test's own (on PostgreSQL made by the owner: the app role creates none)."""
-    ddl = "CREATE TABLE probed (id BIGINT PRIMARY KEY, value TEXT, other TEXT)"
-    if db.is_postgresql:
-        owner = create_engine(parse_database_url(db.url))
-        with owner.begin() as conn:
-            conn.exec_driver_sql(ddl)
-            conn.exec_driver_sql("GRANT ALL ON probed TO crmctl_app")
-        owner.dispose()
-    else:
-        with db.session(write=True) as session:
-            session.connection().exec_driver_sql(ddl)
+    create_scratch_table(db, "probed", "id BIGINT PRIMARY KEY, value TEXT, other TEXT")
     return db
 
 
