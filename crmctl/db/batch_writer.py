@@ -3,11 +3,15 @@ read and resolved.
 
 A batch's writes are a list of operations, each a module-level function called as
 ``func(session, *args)`` with frames and plain values: what a thread can run, and what a process
-can be sent (pickled, polars frames as Arrow buffers out of band). Batches are written one at a
-time and in order, each in one transaction, so a killed import leaves whole batches as before.
+can be sent (pickled, polars frames as Arrow buffers out of band). Each batch is one transaction
+and batches commit in order, so a killed import leaves whole batches as before.
 
-- PostgreSQL: a thread. The server does the work while the thread waits on its socket, without
-  the GIL.
+- PostgreSQL: threads, two batches in flight on two connections. The server does the work while
+  a thread waits on its socket, without the GIL, and one server backend was the import's critical
+  path (the importer waited for it half the time). Batch N+1's first operations, the inserts of
+  its own new rows, run while batch N commits; at :data:`AFTER_PREVIOUS_BATCH` it waits for that
+  commit, because what follows reads or locks rows batch N may have written (rows its transaction
+  cannot see until then), and it commits after it.
 - SQLite: a process (``python -m crmctl.db.batch_writer``). The work is the client's own (rows made
   into parameters, SQLite's B-tree inserts), and a second thread contended for the GIL with the
   importer: a 250k-row insert beside a probe took 5.7-8.2 s on two threads against 5.4 s one after
@@ -31,6 +35,7 @@ import socket
 import subprocess
 import sys
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -48,37 +53,49 @@ WriteOp = tuple[Callable[..., Any], tuple[Any, ...]]
 _PR_SET_PDEATHSIG = 1
 
 
+def after_previous_batch(session: Session) -> None:
+    """Does nothing: :data:`AFTER_PREVIOUS_BATCH` marks where a writer waits for the batch before."""
+
+
+# The operations before this marker may only insert the batch's own new rows: no row another batch
+# writes is read, locked or referenced through a foreign key there. Those after it run once the
+# batch before has committed. A writer with one batch in flight runs the marker as a no-op.
+AFTER_PREVIOUS_BATCH: WriteOp = (after_previous_batch, ())
+
+
 class BatchWriter(Protocol):
-    """Writes one batch at a time (see the module docstring)."""
+    """Writes batches in order, each in one transaction (see the module docstring)."""
 
     def submit(self, ops: list[WriteOp]) -> None:
-        """Start writing a batch: its operations in order, in one transaction. The batch before
-        must have been waited for."""
+        """Start writing a batch: its operations in order, in one transaction that commits after
+        the batches submitted before it. Waits first while the writer has no room for it."""
 
-    def wait(self) -> None:
-        """Wait until the batch in flight has committed; its error, if it failed, is raised here."""
+    def wait(self, keep: int = 0) -> None:
+        """Wait until at most ``keep`` of the batches submitted are not committed (the newest
+        ones); a failed batch's error is raised here."""
 
     def close(self) -> None:
-        """Stop the writer (a batch still in flight finishes first)."""
+        """Stop the writer (batches still in flight finish first)."""
 
 
 class ThreadBatchWriter:
-    """Writes one batch at a time on a thread (PostgreSQL)."""
+    """Writes batches on threads (PostgreSQL), ``depth`` of them in flight at once."""
 
-    def __init__(self, db: Database, checkpoints: BackgroundCheckpoints | None) -> None:
+    def __init__(self, db: Database, checkpoints: BackgroundCheckpoints | None, depth: int = 1) -> None:
         self._db = db
         self._checkpoints = checkpoints
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crmctl-batch-writer")
-        self._pending: Future[None] | None = None
+        self._depth = depth
+        self._executor = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="crmctl-batch-writer")
+        self._pending: deque[Future[None]] = deque()
 
     def submit(self, ops: list[WriteOp]) -> None:
-        assert self._pending is None, "wait() for the batch in flight first"
-        self._pending = self._executor.submit(_write, self._db, ops, self._checkpoints)
+        self.wait(keep=self._depth - 1)
+        previous = self._pending[-1] if self._pending else None
+        self._pending.append(self._executor.submit(_write, self._db, ops, self._checkpoints, previous))
 
-    def wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
+    def wait(self, keep: int = 0) -> None:
+        while len(self._pending) > keep:
+            self._pending.popleft().result()
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -106,7 +123,7 @@ class ProcessBatchWriter:
         self._in_flight = False
 
     def submit(self, ops: list[WriteOp]) -> None:
-        assert not self._in_flight, "wait() for the batch in flight first"
+        self.wait()  # one batch at a time: SQLite has one writer
         # batch_session's transaction, opened in the writer process: the checkpoint thread's
         # waits and reports (checkpointed) stay here, around the process's commit
         options = batch_options(self._checkpoints, foreign_keys=False)
@@ -118,8 +135,8 @@ class ProcessBatchWriter:
             raise self._died() from exc
         self._in_flight = True
 
-    def wait(self) -> None:
-        if not self._in_flight:
+    def wait(self, keep: int = 0) -> None:
+        if not self._in_flight or keep >= 1:
             return
         self._in_flight = False
         try:
@@ -153,11 +170,14 @@ def batch_writer(
     process: bool = False,
     preload: tuple[str, ...] = (),
 ) -> Iterator[BatchWriter]:
-    """A :class:`ThreadBatchWriter`, or (``process``, SQLite files) a :class:`ProcessBatchWriter`,
-    which imports the modules ``preload`` (those of the operations) while the first batch is
-    resolved. On leaving, the batch in flight is waited for."""
+    """A :class:`ThreadBatchWriter` (two batches in flight on PostgreSQL, one on SQLite, which has
+    one writer), or (``process``, SQLite files) a :class:`ProcessBatchWriter`, which imports the
+    modules ``preload`` (those of the operations) while the first batch is resolved. On leaving,
+    the batches in flight are waited for."""
     writer: BatchWriter = (
-        ProcessBatchWriter(db, checkpoints, preload) if process else ThreadBatchWriter(db, checkpoints)
+        ProcessBatchWriter(db, checkpoints, preload)
+        if process
+        else ThreadBatchWriter(db, checkpoints, depth=2 if db.is_postgresql else 1)
     )
     try:
         yield writer
@@ -166,13 +186,29 @@ def batch_writer(
         writer.close()
 
 
-def _write(db: Database, ops: list[WriteOp], checkpoints: BackgroundCheckpoints | None) -> None:
+def _write(
+    db: Database,
+    ops: list[WriteOp],
+    checkpoints: BackgroundCheckpoints | None,
+    previous: Future[None] | None,
+) -> None:
+    """One batch in its transaction; with ``previous`` (the batch before, maybe still in flight),
+    the operations after :data:`AFTER_PREVIOUS_BATCH`, and the commit, wait for it to commit. If it
+    failed, this batch is rolled back too: it may name that batch's rows."""
+
+    def previous_committed() -> None:
+        if previous is not None and previous.exception() is not None:
+            raise RuntimeError("the batch before this one was not written, so neither is this one")
+
     with batch_session(db, checkpoints, foreign_keys=False) as session:
-        _run(session, ops)
+        _run(session, ops, previous_committed)
+        previous_committed()
 
 
-def _run(session: Session, ops: list[WriteOp]) -> None:
+def _run(session: Session, ops: list[WriteOp], previous_committed: Callable[[], None] | None = None) -> None:
     for func, args in ops:
+        if func is after_previous_batch and previous_committed is not None:
+            previous_committed()
         func(session, *args)
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from crmctl.db import bulk
-from crmctl.db.batch_writer import WriteOp, batch_writer
+from crmctl.db.batch_writer import AFTER_PREVIOUS_BATCH, WriteOp, batch_writer
 from crmctl.db.checkpoints import BackgroundCheckpoints, background_checkpoints, batch_session
 from crmctl.db.engine import Database, dialect_of, tenant_of
 from crmctl.db.models import ImportRun, utcnow
@@ -120,6 +120,12 @@ class _Writes:
 
     def insert(self, table: str, frame: pl.DataFrame) -> None:
         self.run(bulk.insert_frame, table, frame)
+
+    def after_previous_batch(self) -> None:
+        """The writes before this insert the batch's own new rows only (see
+        :data:`~crmctl.db.batch_writer.AFTER_PREVIOUS_BATCH`)."""
+        if self.ops is not None:
+            self.ops.append(AFTER_PREVIOUS_BATCH)
 
 
 @dataclass
@@ -360,6 +366,9 @@ def _import_pipelined(
     with batch_writer(db, checkpoints, process=not postgres, preload=(__name__,)) as writer:
         for height, rows, batch_rejects in batches:
             counts["rows_read"] += height
+            # every batch but the last one submitted has committed (or its error is raised here):
+            # the read sees them, and ``delta`` is that last one
+            writer.wait(keep=1)
             with db.session() as reader:
                 if postgres:
                     reader.connection(execution_options={"isolation_level": "REPEATABLE READ"})
@@ -367,8 +376,6 @@ def _import_pipelined(
                     reader, rows, run_id, options, counts, rejects, batch_rejects, first_import,
                     deferred=True, delta=delta,
                 )  # fmt: skip
-            writer.wait()  # the previous batch committed (or its error is raised here)
-            delta = None
             if planned is not None:
                 writes, delta = planned
                 assert writes.ops is not None
@@ -808,7 +815,6 @@ def _write(
     tenant = tenant_of(session)
     if writes.deferred:
         writes.run(_asynchronous_commit)
-    writes.run(_hold_existing, contacts["contact_id"], writes.deferred)
     drawn: dict[str, list[int]] = {}
 
     def draw(table: str, count: int) -> list[int]:
@@ -952,7 +958,6 @@ def _write(
         contacts,
         clusters,
         landing,
-        losers,
         fill["winner"],
         cluster_edges,
         decision_ids,
@@ -961,6 +966,11 @@ def _write(
         counts,
         now,
     )
+    # the inserts above are all of the batch's own new rows; what follows locks, updates or (a
+    # review item's foreign keys) references rows the batch before may have written
+    writes.after_previous_batch()
+    writes.run(_hold_existing, contacts["contact_id"], writes.deferred)
+    _merge_losers(session, writes, losers, counts, now)
     writes.run(_update_existing, fill, now)
     _review_items(session, writes, recs, contacts, clusters, target, resolution, run_id, now)
     if not writes.deferred:
@@ -1156,7 +1166,6 @@ def _merge_decisions(
     contacts: pl.DataFrame,
     clusters: pl.DataFrame,
     landing: pl.DataFrame,
-    losers: pl.DataFrame,
     filled: pl.Series,
     cluster_edges: pl.DataFrame,
     decision_ids: list[int],
@@ -1263,7 +1272,13 @@ def _merge_decisions(
                 pl.lit(None, dtype=pl.String).alias("before"),
             ).drop("all_contacts"),
         )
-    # the younger existing contacts of a cluster merge into its oldest (``losers``: loser, winner)
+
+
+def _merge_losers(
+    session: Session, writes: _Writes, losers: pl.DataFrame, counts: dict[str, Any], now: Any
+) -> None:
+    """The younger existing contacts of a cluster merge into its oldest (``losers``: loser, winner)."""
+    tenant = tenant_of(session)
     if losers.height:
         counts["contacts_merged"] += losers.height
         winners, loser_ids = losers["winner"].to_list(), losers["loser"].to_list()

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from sqlmodel import Session
 
 from crmctl.db import bulk
-from crmctl.db.batch_writer import batch_writer
+from crmctl.db.batch_writer import AFTER_PREVIOUS_BATCH, batch_writer
 from crmctl.db.checkpoints import background_checkpoints
 from crmctl.db.engine import Database
 from crmctl.errors import CrmctlError
@@ -82,6 +83,65 @@ def test_a_failed_batch_writes_nothing_and_its_error_reaches_the_importer(db: Da
     assert _seen(db) == [(1, "kept")]
 
 
+def _insert(batch: int, note: str) -> tuple[object, tuple[str, pl.DataFrame]]:
+    return (bulk.insert_frame, ("seen", pl.DataFrame({"batch": [batch], "note": [note]})))
+
+
+def test_postgresql_starts_the_next_batch_while_one_commits_and_commits_in_order(
+    db: Database, backend: str
+) -> None:
+    """Two batches in flight: the second's inserts run while the first is still open, what it does
+    after AFTER_PREVIOUS_BATCH sees the first committed, and it commits after it."""
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has one writer, one batch at a time")
+    _create_seen(db)
+    second_started = threading.Event()
+    first_overlapped: list[bool] = []
+    seen_after_marker: list[list[tuple[int, str]]] = []
+
+    def first_waits_for_second(session: Session) -> None:
+        first_overlapped.append(second_started.wait(timeout=20))
+
+    def second_starts(session: Session) -> None:
+        second_started.set()
+
+    def second_reads(session: Session) -> None:
+        rows = session.connection().exec_driver_sql("SELECT batch, note FROM seen ORDER BY 1, 2")
+        seen_after_marker.append([(batch, note) for batch, note in rows])
+
+    with batch_writer(db) as writer:
+        writer.submit([_insert(1, "first"), (first_waits_for_second, ())])
+        writer.submit([_insert(2, "second"), (second_starts, ()), AFTER_PREVIOUS_BATCH, (second_reads, ())])
+        writer.wait(keep=1)  # the first has committed; the second may still be in flight
+        assert first_overlapped == [True]
+    # after the marker the second batch saw the first's row (committed) and its own
+    assert seen_after_marker == [[(1, "first"), (2, "second")]]
+    assert _seen(db) == [(1, "first"), (2, "second")]
+
+
+def test_postgresql_a_batch_after_a_failed_one_is_not_written(db: Database, backend: str) -> None:
+    """The batch in flight behind a failed one may name its rows: it is rolled back, and the
+    importer sees the first failure."""
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has one writer, one batch at a time")
+    _create_seen(db)
+    first_may_fail = threading.Event()
+
+    def fail_once_second_is_in(session: Session) -> None:
+        first_may_fail.wait(timeout=20)
+        _fail(session, "batch one failed")
+
+    def second_is_in(session: Session) -> None:
+        first_may_fail.set()
+
+    with pytest.raises(CrmctlError, match="batch one failed"), batch_writer(db) as writer:
+        writer.submit([_insert(1, "rolled back"), (fail_once_second_is_in, ())])
+        writer.submit([_insert(2, "not written either"), (second_is_in, ()), AFTER_PREVIOUS_BATCH])
+        writer.wait()
+    assert first_may_fail.is_set()
+    assert _seen(db) == []
+
+
 def test_sqlite_writer_process_leaves_checkpoints_to_the_helper_thread(
     db: Database, backend: str, checkpoint_commits: list[int]
 ) -> None:
@@ -109,7 +169,7 @@ def _write_late(session: Session, started: str, seconds: float) -> None:
 
 KILLED_IMPORTER = """
 import sys, time
-from crmctl.db.batch_writer import batch_writer
+from crmctl.db.batch_writer import AFTER_PREVIOUS_BATCH, batch_writer
 from crmctl.db.engine import open_database
 from tests.db.test_batch_writer import _write_late
 db = open_database(sys.argv[1], "default")

@@ -6,6 +6,7 @@ of batches read and written one after another (SQLite's in-line path)."""
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -79,10 +80,11 @@ def test_batches_resolved_while_the_previous_one_writes_match_one_after_another(
     files = write_lead_files(tmp_path / "files", people=400, seed=7)
     expected = _serial_reference(files, tmp_path)
 
-    # Hold each batch's writes until the next batch has been resolved: submit() only keeps them,
-    # and the next wait() (which comes after the next batch's read) sends them. Every next batch
-    # then reads without the previous one, whose writes must come from the delta laid over that
-    # read (a thread on PostgreSQL, the writer process on SQLite).
+    # Hold each batch's writes until the next batch has been resolved: submit() keeps them, and
+    # sends (and waits for) those it kept before, so they commit after the next batch's read; the
+    # writer's last wait() sends the last batch. Every next batch then reads without the previous
+    # one, whose writes must come from the delta laid over that read (threads on PostgreSQL, the
+    # writer process on SQLite).
     overlapped: list[bool] = []
     original_resolve = leads._resolve_batch
 
@@ -93,22 +95,57 @@ def test_batches_resolved_while_the_previous_one_writes_match_one_after_another(
     for writer in (ThreadBatchWriter, ProcessBatchWriter):
         submit, wait = writer.submit, writer.wait
 
-        def hold(self: Any, ops: list[Any]) -> None:
-            self.__dict__["held"] = ops
-
-        def send_then_wait(self: Any, submit: Any = submit, wait: Any = wait) -> None:
+        def send_held(self: Any, submit: Any = submit, wait: Any = wait) -> None:
             held = self.__dict__.pop("held", None)
             if held is not None:
                 submit(self, held)
-            wait(self)
+                wait(self)
+
+        def hold(self: Any, ops: list[Any], send_held: Any = send_held) -> None:
+            send_held(self)
+            self.__dict__["held"] = ops
+
+        def wait_sending_last(self: Any, keep: int = 0, send_held: Any = send_held, wait: Any = wait) -> None:
+            if keep == 0:
+                send_held(self)
+            wait(self, keep)
 
         monkeypatch.setattr(writer, "submit", hold)
-        monkeypatch.setattr(writer, "wait", send_then_wait)
+        monkeypatch.setattr(writer, "wait", wait_sending_last)
     monkeypatch.setattr(leads, "_resolve_batch", resolve_and_count)
     got = _outcome(db, files)
     assert sum(overlapped) > 10  # batches did resolve while the previous one was unwritten
     assert got == expected
     assert len(got["people"]) < sum(len(p) for p in got["people"])  # records were merged
+
+
+def test_batches_written_two_at_a_time_match_one_after_another(
+    db: Database, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unheld: on PostgreSQL a batch's inserts start while the one before commits, and later
+    batches fill and merge the contacts earlier ones wrote; the outcome is still the serial one."""
+    files = write_lead_files(tmp_path / "files", people=400, seed=7)
+    expected = _serial_reference(files, tmp_path)
+    in_flight_at_submit: list[int] = []
+    submit = ThreadBatchWriter.submit
+
+    def count_in_flight(self: Any, ops: list[Any]) -> None:
+        in_flight_at_submit.append(sum(not f.done() for f in self._pending))
+        submit(self, ops)
+
+    update_existing = leads._update_existing
+
+    def slow_update_existing(*args: Any) -> None:  # each batch's writes outlast the next one's read
+        time.sleep(0.1)
+        update_existing(*args)
+
+    monkeypatch.setattr(ThreadBatchWriter, "submit", count_in_flight)
+    if backend == "postgresql":
+        monkeypatch.setattr(leads, "_update_existing", slow_update_existing)
+    got = _outcome(db, files)
+    assert got == expected
+    if backend == "postgresql":
+        assert max(in_flight_at_submit) == 1  # a batch was submitted while the one before was in flight
 
 
 def test_a_batch_with_nothing_to_write_between_two_keeps_them_linked(db: Database, tmp_path: Path) -> None:
