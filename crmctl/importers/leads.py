@@ -350,17 +350,17 @@ def _import_pipelined(
 
     Written in line, the client sat idle while PostgreSQL inserted a batch and the server sat idle
     while the client resolved the next (100k people: the client waited ~20 s of ~55 s for its
-    inserts); on SQLite one core did everything. Here each batch's writes, in its own transaction
-    as before, run on a writer (:mod:`crmctl.db.batch_writer`: a thread on PostgreSQL, a process
-    on SQLite); the next batch reads in one snapshot (REPEATABLE READ on PostgreSQL, a read
-    transaction on SQLite's WAL) and lays the writes of the batch still in flight over what it
-    read (:class:`_Delta`); every batch before that one has committed. Batches still commit one at
-    a time and in order, so a killed import leaves whole batches, as before. What the next batch
-    read is checked again in the writer's transaction (:func:`_hold_existing`,
-    :func:`_ids_still_free`), so an erasure or another writer that ran meanwhile stops the batch;
-    with the existing contacts it references checked there, SQLite's writer still skips the
-    per-row foreign key probes (every other reference is to a row of the same batch, or of one
-    that committed before it, or to the run)."""
+    inserts); on SQLite one core did everything. Here each batch's writes, in its own transaction as
+    before, run on a writer (:mod:`crmctl.db.batch_writer`: threads on PostgreSQL, where the next
+    batch's inserts start while one commits, a process on SQLite); the next batch reads in one
+    snapshot (REPEATABLE READ on PostgreSQL, a read transaction on SQLite's WAL) and lays the writes
+    of the batch still in flight over what it read (:class:`_Delta`); every batch before that one
+    has committed. Batches still commit in order, each whole, so a killed import leaves whole
+    batches, as before. What the next batch read is checked again in the writer's transaction
+    (:func:`_hold_existing`, :func:`_ids_still_free`), so an erasure or another writer that ran
+    meanwhile stops the batch; with the existing contacts it references checked there, SQLite's
+    writer still skips the per-row foreign key probes (every other reference is to a row of the same
+    batch, or of one that committed before it, or to the run)."""
     postgres = db.is_postgresql
     delta: _Delta | None = None
     with batch_writer(db, checkpoints, process=not postgres, preload=(__name__,)) as writer:
