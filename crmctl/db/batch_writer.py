@@ -43,10 +43,12 @@ from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 import polars as pl
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from crmctl.db.checkpoints import BackgroundCheckpoints, batch_options, batch_session
 from crmctl.db.engine import Database, open_database
+from crmctl.errors import CrmctlError
 
 WriteOp = tuple[Callable[..., Any], tuple[Any, ...]]
 
@@ -61,6 +63,13 @@ def after_previous_batch(session: Session) -> None:
 # writes is read, locked or referenced through a foreign key there. Those after it run once the
 # batch before has committed. A writer with one batch in flight runs the marker as a no-op.
 AFTER_PREVIOUS_BATCH: WriteOp = (after_previous_batch, ())
+
+# With two batches in flight, were both to insert the same unique key before the marker (a bug:
+# the next batch is planned with the first one's writes laid over its read), the first would wait
+# in the database for the second, and the second waits in this process for the first: a cycle
+# PostgreSQL cannot see. Those inserts run under this lock timeout, so it ends in an error.
+OVERLAP_LOCK_TIMEOUT = "60s"
+_LOCK_NOT_AVAILABLE = "55P03"
 
 
 class BatchWriter(Protocol):
@@ -91,7 +100,9 @@ class ThreadBatchWriter:
     def submit(self, ops: list[WriteOp]) -> None:
         self.wait(keep=self._depth - 1)
         previous = self._pending[-1] if self._pending else None
-        self._pending.append(self._executor.submit(_write, self._db, ops, self._checkpoints, previous))
+        self._pending.append(
+            self._executor.submit(_write, self._db, ops, self._checkpoints, previous, self._depth > 1)
+        )
 
     def wait(self, keep: int = 0) -> None:
         while len(self._pending) > keep:
@@ -191,18 +202,38 @@ def _write(
     ops: list[WriteOp],
     checkpoints: BackgroundCheckpoints | None,
     previous: Future[None] | None,
+    overlapped: bool,
 ) -> None:
     """One batch in its transaction; with ``previous`` (the batch before, maybe still in flight),
     the operations after :data:`AFTER_PREVIOUS_BATCH`, and the commit, wait for it to commit. If it
-    failed, this batch is rolled back too: it may name that batch's rows."""
+    failed, this batch is rolled back too: it may name that batch's rows. ``overlapped``: batches
+    may be in flight together, so the operations before the marker run under
+    :data:`OVERLAP_LOCK_TIMEOUT` (PostgreSQL)."""
 
     def previous_committed() -> None:
+        if overlapped:
+            _lock_timeout(session, "DEFAULT")
         if previous is not None and previous.exception() is not None:
             raise RuntimeError("the batch before this one was not written, so neither is this one")
 
     with batch_session(db, checkpoints, foreign_keys=False) as session:
-        _run(session, ops, previous_committed)
+        if overlapped:
+            _lock_timeout(session, f"'{OVERLAP_LOCK_TIMEOUT}'")
+        try:
+            _run(session, ops, previous_committed)
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            raise CrmctlError(
+                "A batch of this import waited too long for rows another transaction is writing; "
+                "the batch was not written.",
+                hint="Run the same import again: it skips what is imported and finishes the rest.",
+            ) from exc
         previous_committed()
+
+
+def _lock_timeout(session: Session, value: str) -> None:
+    session.connection().exec_driver_sql(f"SET LOCAL lock_timeout = {value}")
 
 
 def _run(session: Session, ops: list[WriteOp], previous_committed: Callable[[], None] | None = None) -> None:

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 from sqlmodel import Session
 
+from crmctl.db import batch_writer as batch_writer_module
 from crmctl.db import bulk
 from crmctl.db.batch_writer import AFTER_PREVIOUS_BATCH, batch_writer
 from crmctl.db.checkpoints import background_checkpoints
@@ -140,6 +141,39 @@ def test_postgresql_a_batch_after_a_failed_one_is_not_written(db: Database, back
         writer.wait()
     assert first_may_fail.is_set()
     assert _seen(db) == []
+
+
+def test_postgresql_two_batches_waiting_on_each_other_end_in_an_error_not_a_hang(
+    db: Database, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Were the second batch to insert a key the first one inserts after it (a planning bug), the
+    first would wait in the database for the second, which waits here for the first: the lock
+    timeout before AFTER_PREVIOUS_BATCH turns that into one sentence, and neither is written."""
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has one writer, one batch at a time")
+    create_scratch_table(db, "keyed", "k INTEGER PRIMARY KEY, note TEXT")
+    monkeypatch.setattr(batch_writer_module, "OVERLAP_LOCK_TIMEOUT", "1s")
+    second_inserted = threading.Event()
+
+    def insert_key(session: Session, note: str) -> None:
+        session.connection().exec_driver_sql(f"INSERT INTO keyed VALUES (1, '{note}')")
+
+    def first_inserts_after_second(session: Session) -> None:
+        second_inserted.wait(timeout=20)
+        insert_key(session, "first")
+
+    def second_has_inserted(session: Session) -> None:
+        second_inserted.set()
+
+    started = time.monotonic()
+    with pytest.raises(CrmctlError, match="waited too long") as raised, batch_writer(db) as writer:
+        writer.submit([(first_inserts_after_second, ())])
+        writer.submit([(insert_key, ("second",)), (second_has_inserted, ()), AFTER_PREVIOUS_BATCH])
+        writer.wait()
+    assert raised.value.hint is not None and "again" in raised.value.hint
+    assert time.monotonic() - started < 15
+    with db.session() as session:
+        assert session.connection().exec_driver_sql("SELECT count(*) FROM keyed").scalar() == 0
 
 
 def test_sqlite_writer_process_leaves_checkpoints_to_the_helper_thread(
