@@ -210,7 +210,12 @@ def _write(
     may be in flight together, so the operations before the marker run under
     :data:`OVERLAP_LOCK_TIMEOUT` (PostgreSQL)."""
 
+    waited: list[bool] = []
+
     def previous_committed() -> None:
+        if waited:
+            return
+        waited.append(True)
         if overlapped:
             _lock_timeout(session, "DEFAULT")
         if previous is not None and previous.exception() is not None:

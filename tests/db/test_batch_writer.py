@@ -1,5 +1,6 @@
-"""The bulk importers' batch writer: batches written in order, one transaction each, on a thread
-(PostgreSQL) or a process of its own (SQLite), with errors raised to the importer."""
+"""The bulk importers' batch writer: batches committed in order, one transaction each, on threads
+(PostgreSQL, two batches in flight) or a process of its own (SQLite), with errors raised to the
+importer."""
 
 from __future__ import annotations
 
