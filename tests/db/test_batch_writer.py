@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from crmctl.db import batch_writer as batch_writer_module
 from crmctl.db import bulk
-from crmctl.db.batch_writer import AFTER_PREVIOUS_BATCH, batch_writer
+from crmctl.db.batch_writer import AFTER_PREVIOUS_BATCH, WriteOp, batch_writer
 from crmctl.db.checkpoints import background_checkpoints
 from crmctl.db.engine import Database
 from crmctl.errors import CrmctlError
@@ -85,7 +85,7 @@ def test_a_failed_batch_writes_nothing_and_its_error_reaches_the_importer(db: Da
     assert _seen(db) == [(1, "kept")]
 
 
-def _insert(batch: int, note: str) -> tuple[object, tuple[str, pl.DataFrame]]:
+def _insert(batch: int, note: str) -> WriteOp:
     return (bulk.insert_frame, ("seen", pl.DataFrame({"batch": [batch], "note": [note]})))
 
 
@@ -204,7 +204,7 @@ def _write_late(session: Session, started: str, seconds: float) -> None:
 
 KILLED_IMPORTER = """
 import sys, time
-from crmctl.db.batch_writer import AFTER_PREVIOUS_BATCH, batch_writer
+from crmctl.db.batch_writer import batch_writer
 from crmctl.db.engine import open_database
 from tests.db.test_batch_writer import _write_late
 db = open_database(sys.argv[1], "default")
