@@ -209,13 +209,13 @@ def _write(
     failed, this batch is rolled back too: it may name that batch's rows. ``overlapped``: batches
     may be in flight together, so the operations before the marker run under
     :data:`OVERLAP_LOCK_TIMEOUT` (PostgreSQL)."""
-
-    waited: list[bool] = []
+    waited = False
 
     def previous_committed() -> None:
+        nonlocal waited
         if waited:
             return
-        waited.append(True)
+        waited = True
         if overlapped:
             _lock_timeout(session, "DEFAULT")
         if previous is not None and previous.exception() is not None:
