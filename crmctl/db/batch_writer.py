@@ -43,7 +43,6 @@ from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 import polars as pl
-from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from crmctl.db.checkpoints import BackgroundCheckpoints, batch_options, batch_session
@@ -64,10 +63,13 @@ def after_previous_batch(session: Session) -> None:
 # batch before has committed. A writer with one batch in flight runs the marker as a no-op.
 AFTER_PREVIOUS_BATCH: WriteOp = (after_previous_batch, ())
 
-# With two batches in flight, were both to insert the same unique key before the marker (a bug:
-# the next batch is planned with the first one's writes laid over its read), the first would wait
-# in the database for the second, and the second waits in this process for the first: a cycle
-# PostgreSQL cannot see. Those inserts run under this lock timeout, so it ends in an error.
+# With two batches in flight, the second waits for the first in this process, where PostgreSQL's
+# deadlock detection cannot see it. Any lock wait of the first on the second then closes a cycle
+# that would hang: both inserting the same unique key (a bug: the second is planned with the first
+# one's writes laid over its read), or DDL queued behind the second's table locks and in front of
+# the first. Overlapped batches therefore wait at most this long for a lock, and fail with one
+# sentence (a re-run finishes the job); the lead import's own waits, on an erasure run's batch,
+# are short.
 OVERLAP_LOCK_TIMEOUT = "60s"
 _LOCK_NOT_AVAILABLE = "55P03"
 
@@ -207,38 +209,29 @@ def _write(
     """One batch in its transaction; with ``previous`` (the batch before, maybe still in flight),
     the operations after :data:`AFTER_PREVIOUS_BATCH`, and the commit, wait for it to commit. If it
     failed, this batch is rolled back too: it may name that batch's rows. ``overlapped``: batches
-    may be in flight together, so the operations before the marker run under
-    :data:`OVERLAP_LOCK_TIMEOUT` (PostgreSQL)."""
-    waited = False
+    may be in flight together, so this one waits for locks at most :data:`OVERLAP_LOCK_TIMEOUT`
+    (PostgreSQL)."""
 
     def previous_committed() -> None:
-        nonlocal waited
-        if waited:
-            return
-        waited = True
-        if overlapped:
-            _lock_timeout(session, "DEFAULT")
         if previous is not None and previous.exception() is not None:
             raise RuntimeError("the batch before this one was not written, so neither is this one")
 
     with batch_session(db, checkpoints, foreign_keys=False) as session:
         if overlapped:
-            _lock_timeout(session, f"'{OVERLAP_LOCK_TIMEOUT}'")
+            session.connection().exec_driver_sql(f"SET LOCAL lock_timeout = '{OVERLAP_LOCK_TIMEOUT}'")
         try:
             _run(session, ops, previous_committed)
-        except OperationalError as exc:
-            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+        except Exception as exc:
+            # wrapped by SQLAlchemy, or raw from psycopg (bulk inserts use the driver's cursor)
+            orig = getattr(exc, "orig", exc)
+            if getattr(orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
                 raise
             raise CrmctlError(
-                "A batch of this import waited too long for rows another transaction is writing; "
+                "A batch of this import waited too long for a lock another transaction holds; "
                 "the batch was not written.",
                 hint="Run the same import again: it skips what is imported and finishes the rest.",
             ) from exc
         previous_committed()
-
-
-def _lock_timeout(session: Session, value: str) -> None:
-    session.connection().exec_driver_sql(f"SET LOCAL lock_timeout = {value}")
 
 
 def _run(session: Session, ops: list[WriteOp], previous_committed: Callable[[], None] | None = None) -> None:

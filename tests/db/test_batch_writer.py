@@ -14,13 +14,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from sqlalchemy import create_engine
 from sqlmodel import Session
 
 from crmctl.db import batch_writer as batch_writer_module
 from crmctl.db import bulk
 from crmctl.db.batch_writer import AFTER_PREVIOUS_BATCH, WriteOp, batch_writer
 from crmctl.db.checkpoints import background_checkpoints
-from crmctl.db.engine import Database
+from crmctl.db.engine import Database, parse_database_url
 from crmctl.errors import CrmctlError
 from tests.conftest import create_scratch_table
 
@@ -156,8 +157,8 @@ def test_postgresql_two_batches_waiting_on_each_other_end_in_an_error_not_a_hang
     monkeypatch.setattr(batch_writer_module, "OVERLAP_LOCK_TIMEOUT", "1s")
     second_inserted = threading.Event()
 
-    def insert_key(session: Session, note: str) -> None:
-        session.connection().exec_driver_sql(f"INSERT INTO keyed VALUES (1, '{note}')")
+    def insert_key(session: Session, note: str) -> None:  # the bulk path: the driver's own cursor
+        bulk.insert_frame(session, "keyed", pl.DataFrame({"k": [1], "note": [note]}))
 
     def first_inserts_after_second(session: Session) -> None:
         second_inserted.wait(timeout=20)
@@ -175,6 +176,57 @@ def test_postgresql_two_batches_waiting_on_each_other_end_in_an_error_not_a_hang
     assert time.monotonic() - started < 15
     with db.session() as session:
         assert session.connection().exec_driver_sql("SELECT count(*) FROM keyed").scalar() == 0
+
+
+def test_postgresql_ddl_queued_between_two_batches_ends_in_an_error_not_a_hang(
+    db: Database, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ALTER TABLE queued behind the second batch's table lock, and in front of the first
+    batch's next statement (after its marker), closes a cycle through the second batch's wait for
+    the first: every lock wait of an overlapped batch is bounded, not only those before the marker."""
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has one writer, one batch at a time")
+    _create_seen(db)
+    monkeypatch.setattr(batch_writer_module, "OVERLAP_LOCK_TIMEOUT", "1s")
+    second_inserted, ddl_queued = threading.Event(), threading.Event()
+    ddl_errors: list[BaseException] = []
+
+    def first_writes_after_the_ddl_queued(session: Session) -> None:
+        second_inserted.wait(timeout=20)
+        ddl_queued.wait(timeout=20)
+        bulk.insert_frame(session, "seen", pl.DataFrame({"batch": [1], "note": ["first"]}))
+
+    def second_has_inserted(session: Session) -> None:
+        second_inserted.set()
+
+    owner = create_engine(parse_database_url(db.url))  # the app role may not alter tables
+
+    def alter_seen() -> None:
+        admin = owner.connect()
+        try:
+            admin.exec_driver_sql("SET lock_timeout = '20s'")  # if the batches hang, this ends it
+            admin.exec_driver_sql("ALTER TABLE seen ADD COLUMN extra INTEGER")
+            admin.commit()
+        except Exception as exc:  # reported below
+            ddl_errors.append(exc)
+        finally:
+            admin.close()
+
+    ddl = threading.Thread(target=alter_seen)
+    started = time.monotonic()
+    with pytest.raises(CrmctlError, match="waited too long"), batch_writer(db) as writer:
+        writer.submit([AFTER_PREVIOUS_BATCH, (first_writes_after_the_ddl_queued, ())])
+        writer.submit([_insert(2, "second"), (second_has_inserted, ()), AFTER_PREVIOUS_BATCH])
+        assert second_inserted.wait(timeout=20)
+        ddl.start()
+        time.sleep(0.5)  # the ALTER is queued behind the second batch's lock
+        ddl_queued.set()
+        writer.wait()
+    ddl.join(timeout=30)
+    owner.dispose()
+    assert time.monotonic() - started < 15
+    assert ddl_errors == []  # the ALTER ran once both batches had let go
+    assert _seen(db) == []
 
 
 def test_sqlite_writer_process_leaves_checkpoints_to_the_helper_thread(
