@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine
 from typer.testing import CliRunner, Result
 
 from crmctl.db import migrate
@@ -119,12 +119,18 @@ def db(database_url: str) -> Iterator[Database]:
     database.dispose()
 
 
+def owner_engine(db: Database) -> Engine:
+    """PostgreSQL: an engine connecting as the database's owner (the URL's user, not the app role
+    crmctl switches to), for what the app role may not do: create or alter tables."""
+    return create_engine(parse_database_url(db.url))
+
+
 def create_scratch_table(db: Database, name: str, columns: str) -> None:
     """A table of the test's own, ``CREATE TABLE name (columns)``: on PostgreSQL made by the owner
     and granted to the app role, which creates none."""
     ddl = f"CREATE TABLE {name} ({columns})"
     if db.is_postgresql:
-        owner = create_engine(parse_database_url(db.url))
+        owner = owner_engine(db)
         with owner.begin() as conn:
             conn.exec_driver_sql(ddl)
             conn.exec_driver_sql(f"GRANT ALL ON {name} TO crmctl_app")

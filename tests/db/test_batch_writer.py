@@ -14,16 +14,15 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from sqlalchemy import create_engine
 from sqlmodel import Session
 
 from crmctl.db import batch_writer as batch_writer_module
 from crmctl.db import bulk
 from crmctl.db.batch_writer import AFTER_PREVIOUS_BATCH, WriteOp, batch_writer
 from crmctl.db.checkpoints import background_checkpoints
-from crmctl.db.engine import Database, parse_database_url
+from crmctl.db.engine import Database
 from crmctl.errors import CrmctlError
-from tests.conftest import create_scratch_table
+from tests.conftest import create_scratch_table, owner_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,6 +85,11 @@ def test_a_failed_batch_writes_nothing_and_its_error_reaches_the_importer(db: Da
     assert _seen(db) == [(1, "kept")]
 
 
+def _postgresql_only(backend: str) -> None:
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has one writer, one batch at a time")
+
+
 def _insert(batch: int, note: str) -> WriteOp:
     return (bulk.insert_frame, ("seen", pl.DataFrame({"batch": [batch], "note": [note]})))
 
@@ -95,8 +99,7 @@ def test_postgresql_starts_the_next_batch_while_one_commits_and_commits_in_order
 ) -> None:
     """Two batches in flight: the second's inserts run while the first is still open, what it does
     after AFTER_PREVIOUS_BATCH sees the first committed, and it commits after it."""
-    if backend != "postgresql":
-        pytest.skip("PostgreSQL only: SQLite has one writer, one batch at a time")
+    _postgresql_only(backend)
     _create_seen(db)
     second_started = threading.Event()
     first_overlapped: list[bool] = []
@@ -125,8 +128,7 @@ def test_postgresql_starts_the_next_batch_while_one_commits_and_commits_in_order
 def test_postgresql_a_batch_after_a_failed_one_is_not_written(db: Database, backend: str) -> None:
     """The batch in flight behind a failed one may name its rows: it is rolled back, and the
     importer sees the first failure."""
-    if backend != "postgresql":
-        pytest.skip("PostgreSQL only: SQLite has one writer, one batch at a time")
+    _postgresql_only(backend)
     _create_seen(db)
     first_may_fail = threading.Event()
 
@@ -149,10 +151,9 @@ def test_postgresql_two_batches_waiting_on_each_other_end_in_an_error_not_a_hang
     db: Database, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Were the second batch to insert a key the first one inserts after it (a planning bug), the
-    first would wait in the database for the second, which waits here for the first: the lock
-    timeout before AFTER_PREVIOUS_BATCH turns that into one sentence, and neither is written."""
-    if backend != "postgresql":
-        pytest.skip("PostgreSQL only: SQLite has one writer, one batch at a time")
+    first would wait in the database for the second, which waits here for the first: the
+    overlapped batches' lock timeout turns that into one sentence, and neither is written."""
+    _postgresql_only(backend)
     create_scratch_table(db, "keyed", "k INTEGER PRIMARY KEY, note TEXT")
     monkeypatch.setattr(batch_writer_module, "OVERLAP_LOCK_TIMEOUT", "1s")
     second_inserted = threading.Event()
@@ -184,8 +185,7 @@ def test_postgresql_ddl_queued_between_two_batches_ends_in_an_error_not_a_hang(
     """An ALTER TABLE queued behind the second batch's table lock, and in front of the first
     batch's next statement (after its marker), closes a cycle through the second batch's wait for
     the first: every lock wait of an overlapped batch is bounded, not only those before the marker."""
-    if backend != "postgresql":
-        pytest.skip("PostgreSQL only: SQLite has one writer, one batch at a time")
+    _postgresql_only(backend)
     _create_seen(db)
     monkeypatch.setattr(batch_writer_module, "OVERLAP_LOCK_TIMEOUT", "1s")
     second_inserted, ddl_queued = threading.Event(), threading.Event()
@@ -199,7 +199,7 @@ def test_postgresql_ddl_queued_between_two_batches_ends_in_an_error_not_a_hang(
     def second_has_inserted(session: Session) -> None:
         second_inserted.set()
 
-    owner = create_engine(parse_database_url(db.url))  # the app role may not alter tables
+    owner = owner_engine(db)  # the app role may not alter tables
 
     def alter_seen() -> None:
         admin = owner.connect()
