@@ -131,18 +131,23 @@ class _TotalRss:
         self._thread.join()
 
     def _sample(self) -> None:
-        me = str(os.getpid())
+        me = Path("/proc") / str(os.getpid())
         while not self._stop.wait(self._every):
-            total_kb = 0
-            for proc in Path("/proc").iterdir():
-                if not proc.name.isdigit():
-                    continue
-                fields = dict(
-                    line.split(":", 1) for line in _read(proc / "status").splitlines() if ":" in line
-                )
-                if proc.name == me or fields.get("PPid", "").strip() == me:
-                    total_kb += int(fields.get("VmRSS", "0 kB").split()[0])
+            # this process and its children only: a walk of all of /proc every 100 ms cost about
+            # 4% of a core, taken from the import it measures
+            children = " ".join(_read(task / "children") for task in me.joinpath("task").iterdir())
+            total_kb = sum(
+                _rss_kb(_read(Path("/proc") / pid / "status")) for pid in [me.name, *children.split()]
+            )
             self.peak_mb = max(self.peak_mb, total_kb // 1024)
+
+
+def _rss_kb(status: str) -> int:
+    """VmRSS from a /proc/PID/status text (0 for a process that has just gone)."""
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 def _read(path: Path) -> str:
