@@ -99,12 +99,11 @@ def leads(
     for name, used in result.mappings.items():
         app.message(f"{name}: " + ", ".join(f"{field} <- {header}" for field, header in used.items()))
     counts = result.counts
-    would = "would be " if dry_run else ""
     summary = {
         "runs": result.run_ids if not dry_run else [],
         "dry_run": dry_run,
         "rows_read": counts["rows_read"],
-        f"new_contacts{' (would)' if dry_run else ''}": counts["new_contacts"],
+        "new_contacts": counts["new_contacts"],
         "merged_into_existing": counts["merged_into_existing"],
         "merged_within_file": counts["merged_within_file"],
         "sent_to_review": counts["sent_to_review"],
@@ -114,14 +113,13 @@ def leads(
         "rules": counts["rules"],
         "seconds": result.seconds,
     }
-    if fmt is OutputFormat.table:
-        app.render_mapping(
-            summary,
-            fmt,
-            title=f"Lead import ({would or ''}done)"
-            if not dry_run
-            else "Lead import (dry run: nothing written)",
-        )
+    if fmt is OutputFormat.table and dry_run:
+        # for people, each outcome says it would happen; scripts get the same keys as a real run
+        outcomes = set(summary) - {"runs", "dry_run", "rows_read", "seconds"}
+        shown = {f"{key} (would)" if key in outcomes else key: value for key, value in summary.items()}
+        app.render_mapping(shown, fmt, title="Lead import (dry run: nothing written)")
+    elif fmt is OutputFormat.table:
+        app.render_mapping(summary, fmt, title="Lead import (done)")
     else:
         app.render_mapping(summary, fmt)
     if rejects is not None and counts["rejected"]:

@@ -227,18 +227,22 @@ def import_leads(db: Database, options: LeadImportOptions) -> LeadImportResult:
                         run_id = _start_run(session, options, table, mappings[table.path.name])
                     run_ids.append(run_id)
                     file_counts = _empty_counts()
-                    _import_table(
-                        db,
-                        None,
-                        table,
-                        mappings[table.path.name],
-                        run_id,
-                        options,
-                        file_counts,
-                        rejects,
-                        checkpoints,
-                    )
-                    _finish_run(db, run_id, file_counts)
+                    status = "failed"  # the batches written before the error stay (each is whole)
+                    try:
+                        _import_table(
+                            db,
+                            None,
+                            table,
+                            mappings[table.path.name],
+                            run_id,
+                            options,
+                            file_counts,
+                            rejects,
+                            checkpoints,
+                        )
+                        status = "completed"
+                    finally:
+                        _finish_run(db, run_id, file_counts, status)
                     _add_counts(counts, file_counts)
     finally:
         rejects.close()
@@ -284,12 +288,12 @@ def _start_run(session: Session, options: LeadImportOptions, table: Any, mapping
     return run.id
 
 
-def _finish_run(db: Database, run_id: int, counts: dict[str, Any]) -> None:
+def _finish_run(db: Database, run_id: int, counts: dict[str, Any], status: str) -> None:
     with db.session(write=True) as session:
         run = session.get(ImportRun, run_id)
         assert run is not None
         run.counts = counts
-        run.status = "completed"
+        run.status = status
         run.finished_at = utcnow()
 
 
@@ -845,7 +849,8 @@ def _write(
         .join(target, on="cluster")
         .with_columns(pl.lit(trust).alias("trust"))
     )
-    review_nodes = set(resolution.reviews["a"].to_list()) | set(resolution.reviews["b"].to_list())
+    reviews = _review_pairs(session, resolution.reviews, clusters, target, contacts)
+    review_nodes = set(reviews["a"].to_list()) | set(reviews["b"].to_list())
     is_new = pl.col("cluster").is_in(new_clusters["cluster"].implode())
     first_of_cluster = pl.col("node") == pl.col("node").min().over("cluster")
     recs = recs.with_columns(
@@ -866,7 +871,8 @@ def _write(
     counts["new_contacts"] += new_clusters.height
     counts["merged_into_existing"] += recs.filter(~is_new).height
     counts["merged_within_file"] += recs.filter(is_new & ~first_of_cluster).height
-    counts["sent_to_review"] += resolution.reviews.height
+    # rows, like the other counts (and the results file's "review" action), not pairs
+    counts["sent_to_review"] += recs.filter(pl.col("action") == "review").height
     rule_counts = Counter(counts["rules"])
     rule_counts.update(dict(resolution.edges.group_by("rule").len().iter_rows()))
     counts["rules"] = dict(rule_counts)
@@ -972,7 +978,7 @@ def _write(
     writes.run(_hold_existing, contacts["contact_id"], writes.deferred)
     _merge_losers(session, writes, losers, counts, now)
     writes.run(_update_existing, fill, now)
-    _review_items(session, writes, recs, contacts, clusters, target, resolution, run_id, now)
+    _review_items(session, writes, reviews, contacts, run_id, now)
     if not writes.deferred:
         return None
     if dialect_of(session) == "sqlite":
@@ -1307,27 +1313,68 @@ def _execute_sql(session: Session, sql: str, params: Any) -> None:
     session.connection().execute(text(sql), params)
 
 
-def _review_items(
+def _review_pairs(
     session: Session,
-    writes: _Writes,
-    recs: pl.DataFrame,
-    contacts: pl.DataFrame,
+    reviews: pl.DataFrame,
     clusters: pl.DataFrame,
     target: pl.DataFrame,
-    resolution: Any,
-    run_id: int,
-    now: Any,
-) -> None:
-    reviews = resolution.reviews
-    if reviews.height == 0:
-        return
-    node_contact = clusters.join(target, on="cluster").select("node", "winner")
-    pairs = (
-        reviews.join(node_contact.rename({"node": "a", "winner": "left"}), on="a")
-        .join(node_contact.rename({"node": "b", "winner": "right"}), on="b")
-        .filter(pl.col("left") != pl.col("right"))
-        .unique(["left", "right"])
+    contacts: pl.DataFrame,
+) -> pl.DataFrame:
+    """The resolution's review pairs (nodes ``a``, ``b``) as pairs of contacts, ``left`` < ``right``,
+    one per pair of contacts, without those a person has already been asked about (open or
+    decided: a "different people" stands). A node's contact is its cluster's winner or, for an
+    existing contact in a cluster no record joined, itself (such pairs were once dropped)."""
+    landed = clusters.join(target, on="cluster").select("node", "winner")
+    node_contact = pl.concat(
+        [
+            landed,
+            contacts.select("node", pl.col("contact_id").alias("winner")).join(landed, on="node", how="anti"),
+        ]
     )
+    pairs = (
+        reviews.join(node_contact.rename({"node": "a", "winner": "one"}), on="a")
+        .join(node_contact.rename({"node": "b", "winner": "other"}), on="b")
+        .filter(pl.col("one") != pl.col("other"))
+        .with_columns(
+            pl.min_horizontal("one", "other").alias("left"), pl.max_horizontal("one", "other").alias("right")
+        )
+        .unique(["left", "right"], keep="first", maintain_order=True)
+    )
+    # only pairs of two existing contacts can have been asked about before
+    existing = contacts["contact_id"].implode()
+    both_existing = pairs.filter(pl.col("left").is_in(existing) & pl.col("right").is_in(existing))
+    if both_existing.height == 0:
+        return pairs
+    ids = sorted(set(both_existing["left"].to_list()) | set(both_existing["right"].to_list()))
+    # review items are few and have no index by contact: one read per 5,000 contacts (the ids are
+    # integers, written into the statement)
+    asked = [
+        bulk.read_frame(
+            session,
+            "SELECT left_contact_id AS one, right_contact_id AS other FROM review_item "
+            f"WHERE tenant_id = :t AND left_contact_id IN ({', '.join(map(str, chunk))})",
+            {"t": tenant_of(session)},
+        )
+        for chunk in (ids[start : start + 5000] for start in range(0, len(ids), 5000))
+    ]
+    known = pl.concat(
+        [
+            frame.select(pl.col(a).cast(pl.Int64).alias("left"), pl.col(b).cast(pl.Int64).alias("right"))
+            for frame in asked
+            if frame.height
+            for a, b in (("one", "other"), ("other", "one"))
+        ]
+        or [pl.DataFrame(schema={"left": pl.Int64, "right": pl.Int64})]
+    )
+    return pairs.join(known, on=["left", "right"], how="anti")
+
+
+def _review_items(
+    session: Session, writes: _Writes, pairs: pl.DataFrame, contacts: pl.DataFrame, run_id: int, now: Any
+) -> None:
+    """Queue ``pairs`` (from :func:`_review_pairs`) for a person to decide."""
+    if pairs.height == 0:
+        return
     writes.insert(
         "review_item",
         pairs.select(
@@ -1342,6 +1389,30 @@ def _review_items(
             pl.lit(now).alias("created_at"),
         ),
     )
+    # a pair of existing contacts may also have been queued by the batch still in flight, which
+    # the read could not see: the writer keeps the first
+    existing = contacts["contact_id"].implode()
+    lefts = pairs.filter(pl.col("left").is_in(existing) & pl.col("right").is_in(existing))["left"]
+    if lefts.len():
+        writes.run(_drop_repeated_review_pairs, run_id, sorted(set(lefts.to_list())))
+
+
+def _drop_repeated_review_pairs(session: Session, run_id: int, lefts: list[int]) -> None:
+    """Keep one review item per pair among this run's pairs whose left contact is in ``lefts``
+    (this run stores every pair as left < right). Runs in the writer's transaction, where the
+    batch before has committed."""
+    chunks = [lefts[start : start + 5000] for start in range(0, len(lefts), 5000)]
+    for chunk in chunks:
+        within = (
+            f"tenant_id = :t AND import_run_id = :r AND left_contact_id IN ({', '.join(map(str, chunk))})"
+        )
+        session.connection().execute(
+            text(
+                f"DELETE FROM review_item WHERE {within} AND id NOT IN "
+                f"(SELECT MIN(id) FROM review_item WHERE {within} GROUP BY left_contact_id, right_contact_id)"
+            ),
+            {"t": tenant_of(session), "r": run_id},
+        )
 
 
 def json_list(column: str) -> pl.Expr:

@@ -94,17 +94,21 @@ class TableFile:
     def _batches(self) -> Iterator[pl.DataFrame]:
         if self.format == "excel":
             frame = _read_excel(self.path).with_row_index(ROW_COLUMN, offset=1)
-            for start in range(0, frame.height, self.batch_rows):
-                yield _empty_as_null(
-                    frame.slice(start, self.batch_rows).with_columns(pl.col(ROW_COLUMN).cast(pl.Int64))
-                )
-            return
-        lazy = (
-            self._scan().with_row_index(ROW_COLUMN, offset=1).with_columns(pl.col(ROW_COLUMN).cast(pl.Int64))
-        )
-        for batch in lazy.collect_batches(chunk_size=self.batch_rows):
-            if batch.height:
-                yield _empty_as_null(batch)
+            batches: Iterable[pl.DataFrame] = (
+                frame.slice(start, self.batch_rows).with_columns(pl.col(ROW_COLUMN).cast(pl.Int64))
+                for start in range(0, frame.height, self.batch_rows)
+            )
+        else:
+            lazy = (
+                self._scan()
+                .with_row_index(ROW_COLUMN, offset=1)
+                .with_columns(pl.col(ROW_COLUMN).cast(pl.Int64))
+            )
+            batches = lazy.collect_batches(chunk_size=self.batch_rows)
+        for batch in batches:
+            rows = _empty_as_null(batch)
+            if rows.height:
+                yield rows
 
     def _scan(self) -> pl.LazyFrame:
         if self.format == "csv":
@@ -154,12 +158,13 @@ def read_ahead(batches: Iterable[T], prepare: Callable[[T], U]) -> Iterator[U]:
 
 
 def _empty_as_null(batch: pl.DataFrame) -> pl.DataFrame:
-    """An empty cell is a missing value, whether the file quoted it or not."""
-    return batch.with_columns(
-        pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c)
-        for c in batch.columns
-        if c != ROW_COLUMN
+    """An empty cell is a missing value, whether the file quoted it or not; a row without any value
+    (a blank line) is no row at all, not a rejected one (the row numbers still count it)."""
+    data = [c for c in batch.columns if c != ROW_COLUMN]
+    cleaned = batch.with_columns(
+        pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c) for c in data
     )
+    return cleaned.filter(~pl.all_horizontal(pl.col(data).is_null())) if data else cleaned
 
 
 def _as_strings(schema: Mapping[str, pl.DataType]) -> list[pl.Expr]:
@@ -215,6 +220,13 @@ def open_table(
         _inspect_csv(table, encoding)
     else:
         table.columns = _inspect_other(path, fmt)
+    if any(_looks_like_data(c) for c in table.columns):
+        # the header is echoed in messages and the mapping line: data there would be personal data
+        raise InputError(
+            f"The first line of {path.name} looks like data (an email address or a phone number), "
+            "not like column names.",
+            hint="Add a header line naming the columns (e.g. email,phone,full_name).",
+        )
     duplicates = sorted({c for c in table.columns if table.columns.count(c) > 1})
     if duplicates:
         raise InputError(
@@ -222,6 +234,18 @@ def open_table(
             hint="Rename or remove the duplicates so every column has one meaning.",
         )
     return table
+
+
+_EMAIL_LIKE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_PHONE_LIKE = re.compile(r"\+?[\d\s().-]{7,}")
+
+
+def _looks_like_data(header: str) -> bool:
+    """Whether a column header is an email address or a phone number (a file without a header line)."""
+    text = header.strip()
+    return bool(_EMAIL_LIKE.fullmatch(text)) or (
+        bool(_PHONE_LIKE.fullmatch(text)) and sum(ch.isdigit() for ch in text) >= 7
+    )
 
 
 def _inspect_csv(table: TableFile, encoding: str | None) -> None:
@@ -413,6 +437,12 @@ class RejectWriter:
     The file is created on the first reject only, so a clean import leaves nothing behind."""
 
     def __init__(self, path: Path | None) -> None:
+        # checked now, before an import writes anything, though the file is created later
+        if path is not None and (path.is_dir() or not path.parent.is_dir()):
+            raise InputError(
+                f"Cannot write the reject file {path}: "
+                + ("it is a folder." if path.is_dir() else "its folder does not exist.")
+            )
         self.path = path
         self.count = 0
         self.rows: set[int] = set()

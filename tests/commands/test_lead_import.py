@@ -113,6 +113,11 @@ def test_dry_run_writes_nothing(cli, tmp_path: Path) -> None:
     assert out["dry_run"] is True and out["rows_read"] == 4
     assert cli("sources", "list", "--format", "csv").stdout.strip() == "source,source_record_id,contact_id"
     assert json.loads(cli("imports", "list", "--format", "json").stdout) == []
+    # scripts read a dry run's summary by the same keys as a real run's
+    real = json.loads(
+        cli("import", "leads", str(web), "--source", "web_form", "--format", "json").stdout
+    )  # fmt: skip
+    assert list(out) == list(real) and (out["new_contacts"], out["rejected"]) == (real["new_contacts"], 1)
 
 
 def test_bad_input_is_one_sentence(cli, tmp_path: Path) -> None:

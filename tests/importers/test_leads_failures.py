@@ -1,0 +1,55 @@
+"""Lead files a lead import cannot take as they are: one sentence, no personal data, an honest run
+record, and no reject for what is not a row (both backends)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _runs(cli) -> list[dict]:
+    return json.loads(cli("imports", "list", "--format", "json").stdout)
+
+
+def test_a_file_without_a_header_line_is_refused_without_echoing_its_data(cli, tmp_path: Path) -> None:
+    path = tmp_path / "nohead.csv"
+    path.write_text("john.doe@secret.com,+44 20 7946 0999,John Doe\njane@x.com,+44 20 7946 0998,Jane\n")
+    for extra in ((), ("--id-column", "id")):
+        result = cli("import", "leads", str(path), "--source", "s", *extra, expect=2)
+        assert "looks like data" in result.stderr
+        assert "secret.com" not in result.output + result.stderr and "7946" not in result.stderr
+    assert _runs(cli) == []
+
+
+def test_an_unwritable_reject_file_is_refused_before_anything_is_written(cli, tmp_path: Path) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text("email,first_name\na@x.com,A\nnot-an-email,B\n")
+    for rejects, reason in (
+        (tmp_path / "missing" / "r.csv", "its folder does not exist"),
+        (tmp_path, "folder"),
+    ):
+        result = cli("import", "leads", str(path), "--source", "s", "--rejects", str(rejects), expect=2)
+        assert reason in result.stderr
+    assert _runs(cli) == []
+
+
+def test_a_run_that_fails_midway_is_recorded_as_failed(cli, tmp_path: Path) -> None:
+    path = tmp_path / "ragged.csv"
+    path.write_text("email,first_name\na@x.com,A\nb@x.com,B,EXTRA\n")
+    result = cli("import", "leads", str(path), "--source", "s", expect=2)
+    assert "could not be read" in result.stderr
+    (run,) = _runs(cli)
+    assert run["status"] == "failed"
+
+
+def test_blank_lines_are_no_rows(cli, tmp_path: Path) -> None:
+    path = tmp_path / "blanks.csv"
+    path.write_bytes(b"Email,Name\r\na1@x.com,A\r\n\r\n,\r\na2@x.com,B\r\n\r\n")
+    rejects = tmp_path / "rejects.csv"
+    out = cli(
+        "import", "leads", str(path), "--source", "s", "--max-reject-rate", "0",
+        "--rejects", str(rejects), "--format", "json",
+    )  # fmt: skip
+    summary = json.loads(out.stdout)
+    assert (summary["rows_read"], summary["new_contacts"], summary["rejected"]) == (2, 2, 0)
+    assert not rejects.exists()
