@@ -9,7 +9,7 @@ import traceback
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 from typer.core import TyperGroup
 
 from crmctl import __version__
@@ -112,6 +112,12 @@ class CrmctlGroup(TyperGroup):
                 ctx, "The database reported an operational error (unreachable, locked or out of space).", exc
             )
             raise typer.Exit(int(ExitCode.DATABASE)) from None
+        except DatabaseError as exc:
+            if not _not_a_database(exc):
+                _report(ctx, f"The database refused the operation ({type(exc).__name__}).", exc)
+                raise typer.Exit(int(ExitCode.FAILED)) from None
+            _report(ctx, "The SQLite file given with --db is not a database (or is damaged).", exc)
+            raise typer.Exit(int(ExitCode.DATABASE)) from None
         except SQLAlchemyError as exc:
             # Driver messages can quote row values: show only the class unless --verbose.
             _report(ctx, f"The database refused the operation ({type(exc).__name__}).", exc)
@@ -132,6 +138,11 @@ class CrmctlGroup(TyperGroup):
 def _is_usage_error(exc: Exception) -> bool:
     # typer's vendored click usage errors carry their own exit code 2 and message
     return hasattr(exc, "exit_code") and hasattr(exc, "show")
+
+
+def _not_a_database(exc: DatabaseError) -> bool:
+    """SQLite's "file is not a database" (a CSV given as --db, say): the driver's fixed text, no data."""
+    return "file is not a database" in str(getattr(exc, "orig", "") or "")
 
 
 def _report(ctx: Any, sentence: str, exc: BaseException | None) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from crmctl.commands.common import DryRunOption, FormatOption, YesOption, app_context, example
-from crmctl.errors import RejectRateExceeded, UsageError
+from crmctl.errors import InputError, RejectRateExceeded, UsageError
 from crmctl.identity import history
 from crmctl.identity.rules import load_rules
 from crmctl.importers.leads import LeadImportOptions, import_leads
@@ -226,7 +226,13 @@ def runs_show(
     with app.database().session() as session:
         summary, rows = history.import_run(session, run_id)
     if results is not None:
-        rows.write_csv(results)
+        try:
+            rows.write_csv(results)
+        except OSError as exc:
+            raise InputError(
+                f"Cannot write the results file {results}.",
+                hint="Check that its folder exists and is writable.",
+            ) from exc
         summary["results_file"] = str(results)
     app.render_mapping(summary, fmt, title=f"Import run {run_id}")
 

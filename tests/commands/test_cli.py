@@ -33,6 +33,14 @@ def test_missing_sqlite_folder_is_a_clear_error(tmp_path: Path) -> None:
     assert "does not exist" in result.stderr
 
 
+def test_a_file_that_is_not_a_database_exits_5_in_one_sentence(tmp_path: Path) -> None:
+    leads = tmp_path / "leads.csv"
+    leads.write_text("email,first_name\nann@example.com,Ann\n" * 200)
+    result = run_cli("--db", f"sqlite:///{leads}", "imports", "list", expect=5)
+    assert "is not a database" in result.stderr and "ann@" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_global_options_can_follow_the_subcommand() -> None:
     assert hoist_global_options(["db", "status", "--db", "sqlite:///x.db", "-q", "--tenant=t"]) == [
         "--db",

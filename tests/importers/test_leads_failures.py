@@ -53,3 +53,13 @@ def test_blank_lines_are_no_rows(cli, tmp_path: Path) -> None:
     summary = json.loads(out.stdout)
     assert (summary["rows_read"], summary["new_contacts"], summary["rejected"]) == (2, 2, 0)
     assert not rejects.exists()
+
+
+def test_an_unwritable_results_file_is_one_sentence(cli, tmp_path: Path) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text("email,first_name\na@x.com,A\n")
+    cli("import", "leads", str(path), "--source", "s")
+    (run,) = _runs(cli)
+    missing = tmp_path / "missing" / "results.csv"
+    result = cli("imports", "show", str(run["id"]), "--results", str(missing), expect=2)
+    assert "Cannot write the results file" in result.stderr and "Traceback" not in result.stderr
