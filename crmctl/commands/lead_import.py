@@ -217,7 +217,7 @@ def runs_show(
     run_id: Annotated[int, typer.Argument(help="Import run id.")],
     results: Annotated[
         Path | None,
-        typer.Option("--results", help="Write row,source_record_id,contact_id,action to this CSV."),
+        typer.Option("--results", help="Write row,source_record_id,contact_id,action,reason to this CSV."),
     ] = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:

@@ -176,6 +176,7 @@ class ContactIdentifier(TenantTable, table=True):
 # - a lead batch locks the existing contacts it writes to (``_hold_existing``) and creates the rest.
 # ``crmctl db check`` reports any row whose reference dangles (someone deleted rows by hand).
 UNKEYED_REFERENCES: tuple[tuple[str, str, str], ...] = (
+    ("import_reject", "import_run_id", "import_run"),
     ("source_record", "import_run_id", "import_run"),
     ("source_record", "contact_id", "contact"),
     ("contact_identifier", "contact_id", "contact"),
@@ -203,6 +204,20 @@ class ImportRun(TenantTable, table=True):
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     undone_at: datetime | None = None
+
+
+class ImportReject(TenantTable, table=True):
+    """A row an import did not take, and why: its place in the file, never its values (those stay
+    in the reject file the user asked for), so that a run's results can list it."""
+
+    __tablename__ = "import_reject"
+    __table_args__ = (Index("ix_import_reject_tenant_run", "tenant_id", "import_run_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    import_run_id: int  # import_run.id, no foreign key: see UNKEYED_REFERENCES
+    row_number: int
+    column_name: str  # the header the reason is about ("" for the whole row)
+    reason: str
 
 
 class SourceRecord(TenantTable, table=True):
@@ -716,6 +731,7 @@ TENANT_TABLES: tuple[type[SQLModel], ...] = (
     Contact,
     ContactIdentifier,
     ImportRun,
+    ImportReject,
     SourceRecord,
     MergeDecision,
     ReviewItem,

@@ -168,18 +168,50 @@ def _run_row(run: ImportRun) -> dict[str, Any]:
 
 
 def import_run(session: Session, run_id: int) -> tuple[dict[str, Any], pl.DataFrame]:
-    """A run's summary and its results: row, source_record_id, contact_id, action."""
+    """A run's summary and its results: row, source_record_id, contact_id, action (created,
+    merged, review or rejected) and, for a rejected row, why (column and reason, no value)."""
     run = session.exec(
         select(ImportRun).where(ImportRun.tenant_id == tenant_of(session), ImportRun.id == run_id)
     ).first()
     if run is None:
         raise NotFoundError(f"There is no import run {run_id} in this tenant.")
-    results = bulk.read_frame(
+    params = {"t": tenant_of(session), "r": run_id}
+    taken = bulk.read_frame(
         session,
         "SELECT row_number AS row, source_record_id, contact_id, action FROM source_record "
-        "WHERE tenant_id = :t AND import_run_id = :r ORDER BY row_number",
-        {"t": tenant_of(session), "r": run_id},
+        "WHERE tenant_id = :t AND import_run_id = :r",
+        params,
     )
+    # a rejected row has one line with its reasons (a row can fail on several columns)
+    rejected = bulk.read_frame(
+        session,
+        "SELECT row_number AS row, column_name, reason FROM import_reject "
+        "WHERE tenant_id = :t AND import_run_id = :r",
+        params,
+    )
+    schema = {"row": pl.Int64, "source_record_id": pl.String, "contact_id": pl.Int64, "action": pl.String}
+    taken = taken.cast(schema) if taken.height else pl.DataFrame(schema=schema)  # type: ignore[arg-type]
+    if rejected.height:
+        rejected = (
+            rejected.with_columns(
+                pl.when(pl.col("column_name") == "")
+                .then(pl.col("reason"))
+                .otherwise(pl.format("{}: {}", "column_name", "reason"))
+                .alias("reason")
+            )
+            .group_by(pl.col("row").cast(pl.Int64))
+            .agg(pl.col("reason").unique(maintain_order=True).str.join("; "))
+            .with_columns(
+                pl.lit(None, pl.String).alias("source_record_id"),
+                pl.lit(None, pl.Int64).alias("contact_id"),
+                pl.lit("rejected").alias("action"),
+            )
+        )
+    else:
+        rejected = pl.DataFrame(schema={**schema, "reason": pl.String})
+    results = pl.concat(
+        [taken.with_columns(pl.lit(None, pl.String).alias("reason")), rejected.select(*schema, "reason")]
+    ).sort("row")
     summary = {
         **_run_row(run),
         "sha256": run.file_sha256,

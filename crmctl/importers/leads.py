@@ -227,6 +227,7 @@ def import_leads(db: Database, options: LeadImportOptions) -> LeadImportResult:
                         run_id = _start_run(session, options, table, mappings[table.path.name])
                     run_ids.append(run_id)
                     file_counts = _empty_counts()
+                    file_rejects = len(rejects.batches)
                     status = "failed"  # the batches written before the error stay (each is whole)
                     try:
                         _import_table(
@@ -242,7 +243,7 @@ def import_leads(db: Database, options: LeadImportOptions) -> LeadImportResult:
                         )
                         status = "completed"
                     finally:
-                        _finish_run(db, run_id, file_counts, status)
+                        _finish_run(db, run_id, file_counts, status, rejects.batches[file_rejects:])
                     _add_counts(counts, file_counts)
     finally:
         rejects.close()
@@ -288,13 +289,29 @@ def _start_run(session: Session, options: LeadImportOptions, table: Any, mapping
     return run.id
 
 
-def _finish_run(db: Database, run_id: int, counts: dict[str, Any], status: str) -> None:
+def _finish_run(
+    db: Database, run_id: int, counts: dict[str, Any], status: str, rejected: list[pl.DataFrame]
+) -> None:
+    """Close the run with its counts and its rejected rows (row, column, reason: what ``imports show
+    --results`` lists; a killed run has none, and its re-run rejects the same rows again)."""
     with db.session(write=True) as session:
         run = session.get(ImportRun, run_id)
         assert run is not None
         run.counts = counts
         run.status = status
         run.finished_at = utcnow()
+        if rejected:
+            bulk.insert_frame(
+                session,
+                "import_reject",
+                pl.concat(rejected).select(
+                    pl.lit(tenant_of(session)).alias("tenant_id"),
+                    pl.lit(run_id).alias("import_run_id"),
+                    pl.col(ROW_COLUMN).alias("row_number"),
+                    pl.col("column").alias("column_name"),
+                    "reason",
+                ),
+            )
 
 
 def _import_table(

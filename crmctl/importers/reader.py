@@ -446,6 +446,7 @@ class RejectWriter:
         self.path = path
         self.count = 0
         self.rows: set[int] = set()
+        self.batches: list[pl.DataFrame] = []  # row, column, reason: no values, kept for the run
         self._fh: IO[str] | None = None
         self._writer: csv.DictWriter[str] | None = None
 
@@ -454,6 +455,7 @@ class RejectWriter:
             return
         self.rows.update(rejects[ROW_COLUMN].to_list())
         self.count += rejects.height
+        self.batches.append(rejects.select(ROW_COLUMN, "column", "reason"))
         if self.path is None:
             return
         if self._fh is None:

@@ -102,7 +102,7 @@ def test_import_resolves_people_and_is_idempotent(cli, tmp_path: Path) -> None:
     assert [r["status"] for r in runs] == ["completed"] * 3
     results = tmp_path / "results.csv"
     cli("imports", "show", str(runs[-1]["id"]), "--results", str(results))
-    assert pl.read_csv(results)["action"].to_list() == ["created", "merged", "created"]
+    assert pl.read_csv(results)["action"].to_list() == ["created", "merged", "created", "rejected"]
 
 
 def test_dry_run_writes_nothing(cli, tmp_path: Path) -> None:

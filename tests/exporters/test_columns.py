@@ -24,7 +24,7 @@ def _spec(**kinds: Kind) -> TableSpec:
 
 
 def test_every_tenant_table_is_exported_with_typed_columns() -> None:
-    assert len(EXPORT_TABLES) == 25
+    assert len(EXPORT_TABLES) == 26
     deal = {c.name: c.kind for c in EXPORT_TABLES["deal"].columns}
     assert deal["amount_cents"] is Kind.integer and deal["close_date"] is Kind.date
     assert deal["created_at"] is Kind.datetime and deal["tenant_id"] is Kind.string

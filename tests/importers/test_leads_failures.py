@@ -63,3 +63,23 @@ def test_an_unwritable_results_file_is_one_sentence(cli, tmp_path: Path) -> None
     missing = tmp_path / "missing" / "results.csv"
     result = cli("imports", "show", str(run["id"]), "--results", str(missing), expect=2)
     assert "Cannot write the results file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_results_list_rejected_rows_with_reasons_and_no_values(cli, tmp_path: Path) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text("id,email,first_name\nA1,a@x.com,Ann\nA2,not-an-email,Bo\nA3,,Cy\nA4,b@x.com,Di\n")
+    cli("import", "leads", str(path), "--source", "s", "--id-column", "id")
+    (run,) = _runs(cli)
+    results = tmp_path / "results.csv"
+    cli("imports", "show", str(run["id"]), "--results", str(results))
+    text = results.read_text()
+    lines = text.splitlines()
+    assert lines[0] == "row,source_record_id,contact_id,action,reason"
+    assert [line.split(",")[:4] for line in lines[1:]] == [
+        ["1", "A1", "1", "created"],
+        ["2", "", "", "rejected"],
+        ["3", "", "", "rejected"],
+        ["4", "A4", "2", "created"],
+    ]
+    assert "invalid email" in lines[2] and "no email, phone or helpdesk id" in lines[3]
+    assert "not-an-email" not in text and "Bo" not in text

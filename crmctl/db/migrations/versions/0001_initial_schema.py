@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 08:20:31.211217
+Create Date: 2026-11-24 01:46:35.130687
 """
 
 from collections.abc import Sequence
@@ -106,6 +106,19 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("tenant_id", "version", name="uq_health_model_version"),
     )
+    op.create_table(
+        "import_reject",
+        sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("import_run_id", sa.Integer(), nullable=False),
+        sa.Column("row_number", sa.Integer(), nullable=False),
+        sa.Column("column_name", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("reason", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("import_reject", schema=None) as batch_op:
+        batch_op.create_index("ix_import_reject_tenant_run", ["tenant_id", "import_run_id"], unique=False)
+
     op.create_table(
         "import_run",
         sa.Column("tenant_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
@@ -811,6 +824,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_import_run_tenant_sha")
 
     op.drop_table("import_run")
+    with op.batch_alter_table("import_reject", schema=None) as batch_op:
+        batch_op.drop_index("ix_import_reject_tenant_run")
+
+    op.drop_table("import_reject")
     op.drop_table("health_model")
     op.drop_table("exchange_rate")
     with op.batch_alter_table("contact_identifier", schema=None) as batch_op:
