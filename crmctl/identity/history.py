@@ -123,15 +123,32 @@ def _record_candidates(session: Session, ids: list[int]) -> list[dict[str, Any]]
 
 
 def review_items(session: Session, *, status: str | None = "open", limit: int = 100) -> list[dict[str, Any]]:
+    """Review items with what a person needs to judge them: each contact's name, email, phone and
+    company as they stand now (the reviewer's own data, shown on request, never logged)."""
     query = select(ReviewItem).where(ReviewItem.tenant_id == tenant_of(session))
     if status:
         query = query.where(ReviewItem.status == status)
     rows = session.exec(query.order_by(ReviewItem.id).limit(limit)).all()  # type: ignore[arg-type]
+    ids = sorted({r.left_contact_id for r in rows} | {r.right_contact_id for r in rows})
+    shown: dict[int, str] = {}
+    for start in range(0, len(ids), 5000):
+        chunk = ", ".join(str(int(i)) for i in ids[start : start + 5000])
+        contacts = bulk.read_frame(
+            session,
+            "SELECT id, first_name, last_name, email, phone, company FROM contact "
+            f"WHERE tenant_id = :t AND id IN ({chunk})",
+            {"t": tenant_of(session)},
+        )
+        for cid, first, last, email, phone, company in contacts.iter_rows():
+            name = " ".join(p for p in (first, last) if p)
+            shown[cid] = " · ".join(p for p in (name, email, phone, company) if p)
     return [
         {
             "id": r.id,
             "left_contact_id": r.left_contact_id,
+            "left": shown.get(r.left_contact_id, ""),
             "right_contact_id": r.right_contact_id,
+            "right": shown.get(r.right_contact_id, ""),
             "rule": r.rule,
             "score": r.score,
             "levels": r.levels,

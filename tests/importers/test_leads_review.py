@@ -35,6 +35,8 @@ def test_a_pair_against_an_existing_contact_is_queued(cli, tmp_path: Path) -> No
     items = _items(cli)
     assert summary["sent_to_review"] == 1
     assert [(i["left_contact_id"], i["right_contact_id"], i["status"]) for i in items] == [(1, 2, "open")]
+    # what the reviewer judges by: each contact as it stands
+    assert (items[0]["left"], items[0]["right"]) == ("Alice Wong · kx@acme.io", "Bob Park · kx@acme.io")
 
 
 def test_a_rejected_pair_is_not_asked_again(cli, tmp_path: Path) -> None:
