@@ -181,9 +181,9 @@ def allocate_ids(target: Session | Connection, table: str, count: int, *, at_lea
     """Reserve ``count`` primary keys for ``table`` so related rows can be linked before insert.
 
     PostgreSQL draws them from the table's sequence (safe under concurrent writers). SQLite hands out
-    max(id)+1… (and not below ``at_least``: ids drawn for rows not written yet): callers hold the
-    write transaction (``Database.session(write=True)``), so no one else can insert in between, or
-    check under it that no one did."""
+    max(id)+1… (above any id the table ever used, and not below ``at_least``: ids drawn for rows not
+    written yet): callers hold the write transaction (``Database.session(write=True)``), so no one
+    else can insert in between, or check under it that no one did."""
     if count <= 0:
         return []
     conn = _connection(target)
@@ -199,6 +199,10 @@ def allocate_ids(target: Session | Connection, table: str, count: int, *, at_lea
         ).scalar()
         return list(ids)
     start = conn.exec_driver_sql(f'SELECT COALESCE(MAX(id), 0) + 1 FROM "{table}"').scalar() or 1
+    # nor an id an AUTOINCREMENT table once gave to a row since deleted (models.NEVER_REUSED_IDS)
+    if conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").first():
+        used = conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).scalar()
+        start = max(start, (used or 0) + 1)
     start = max(start, at_least)
     return list(range(start, start + count))
 

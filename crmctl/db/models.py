@@ -51,6 +51,12 @@ def _only_set(name: str, column: str) -> Index:
     return Index(name, "tenant_id", column, postgresql_where=where, sqlite_where=where)
 
 
+# SQLite reuses the largest rowid once its row is deleted (``imports undo`` deletes contacts, records
+# and decisions): AUTOINCREMENT keeps an id for the one row that ever had it, so an audit trail that
+# names an undone run's rows never points at a later row (PostgreSQL's sequences never reuse).
+NEVER_REUSED_IDS: dict[str, Any] = {"sqlite_autoincrement": True}
+
+
 class TenantTable(SQLModel):
     tenant_id: str = Field(max_length=64, nullable=False)
 
@@ -100,6 +106,7 @@ class Contact(TenantTable, table=True):
         # contacts by the hundred thousand, and every query here asks for a merged_into_id that is
         # not null: IS NOT NULL, = or IN)
         _only_set("ix_contact_tenant_merged_into", "merged_into_id"),
+        NEVER_REUSED_IDS,
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -228,6 +235,7 @@ class SourceRecord(TenantTable, table=True):
         UniqueConstraint("tenant_id", "source", "source_record_id", name="uq_source_record"),
         Index("ix_source_record_tenant_contact", "tenant_id", "contact_id"),
         Index("ix_source_record_tenant_run", "tenant_id", "import_run_id"),
+        NEVER_REUSED_IDS,
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -257,6 +265,7 @@ class MergeDecision(TenantTable, table=True):
         Index("ix_merge_decision_tenant_winner", "tenant_id", "winner_contact_id"),
         _only_set("ix_merge_decision_tenant_loser", "loser_contact_id"),  # only contact merges have one
         Index("ix_merge_decision_tenant_run", "tenant_id", "import_run_id"),
+        NEVER_REUSED_IDS,
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -280,7 +289,7 @@ class ReviewItem(TenantTable, table=True):
     """A candidate pair too close to call, waiting for a person."""
 
     __tablename__ = "review_item"
-    __table_args__ = (Index("ix_review_item_tenant_status", "tenant_id", "status"),)
+    __table_args__ = (Index("ix_review_item_tenant_status", "tenant_id", "status"), NEVER_REUSED_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     import_run_id: int | None = None  # import_run.id, no foreign key: see UNKEYED_REFERENCES

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 01:46:35.130687
+Create Date: 2026-11-24 01:51:02.366512
 """
 
 from collections.abc import Sequence
@@ -158,6 +158,7 @@ def upgrade() -> None:
         sa.Column("undone_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
         sa.Column("undone_by", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("merge_decision", schema=None) as batch_op:
         batch_op.create_index(
@@ -205,6 +206,7 @@ def upgrade() -> None:
         sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("tenant_id", "source", "source_record_id", name="uq_source_record"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("source_record", schema=None) as batch_op:
         batch_op.create_index("ix_source_record_tenant_contact", ["tenant_id", "contact_id"], unique=False)
@@ -256,6 +258,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("tenant_id", "external_source", "external_id", name="uq_contact_external"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("contact", schema=None) as batch_op:
         batch_op.create_index("ix_contact_tenant_account", ["tenant_id", "account_id"], unique=False)
@@ -587,6 +590,7 @@ def upgrade() -> None:
             ["contact.id"],
         ),
         sa.PrimaryKeyConstraint("id"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("review_item", schema=None) as batch_op:
         batch_op.create_index("ix_review_item_tenant_status", ["tenant_id", "status"], unique=False)
