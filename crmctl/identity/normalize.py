@@ -635,3 +635,28 @@ def phone_keys(values: pl.Series, regions: pl.Series | str | None = None) -> pl.
     parsed = pl.concat([nanp, international, slow])
     joined = frame.join(parsed, on=["digits", "region"], how="left", maintain_order="left", nulls_equal=True)
     return joined.select("phone_e164", "phone_ext")
+
+
+# ISO 8601 forms, most specific first; a time without an offset is read as UTC. Other forms
+# (25/06/2026: day or month first?) are not guessed at: they stay only in the row as received.
+_TIMESTAMP_FORMATS = (
+    ("%Y-%m-%dT%H:%M:%S%.f%:z", True),
+    ("%Y-%m-%d %H:%M:%S%.f%:z", True),
+    ("%Y-%m-%dT%H:%M:%S%.f", False),
+    ("%Y-%m-%d %H:%M:%S%.f", False),
+    ("%Y-%m-%dT%H:%M", False),
+    ("%Y-%m-%d %H:%M", False),
+    ("%Y-%m-%d", False),
+)
+
+
+def timestamps(values: pl.Series) -> pl.Series:
+    """A source's own timestamps as aware UTC datetimes, vectorised; null where not ISO 8601."""
+    text = values.cast(pl.String).str.strip_chars().str.replace(r"[Zz]$", "+00:00")
+    parsed = [
+        text.str.to_datetime(fmt, strict=False, time_unit="us", time_zone="UTC")
+        if offset
+        else text.str.to_datetime(fmt, strict=False, time_unit="us").dt.replace_time_zone("UTC")
+        for fmt, offset in _TIMESTAMP_FORMATS
+    ]
+    return pl.select(pl.coalesce(parsed)).to_series().alias(values.name)

@@ -75,6 +75,7 @@ def normalise_records(rows: pl.DataFrame, *, source: str, default_region: str | 
         .alias("helpdesk_key"),
         country.alias("country_code"),
         n.map_distinct(last_norm, _last_canonical, pl.String()).alias("last_c"),
+        n.timestamps(rows["timestamp"]).alias("received_at"),
     )
     first_key = pl.col("first_c").str.replace_all(" ", "")
     last_key = pl.col("last_c")

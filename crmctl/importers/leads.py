@@ -940,6 +940,7 @@ def _write(
             "action",
             "campaign",
             "medium",
+            "received_at",
             pl.lit(now).alias("created_at"),
         ),
     )
@@ -1028,7 +1029,7 @@ def _best_values(recs: pl.DataFrame) -> pl.DataFrame:
         pl.col("first_raw").alias("first_name"),
         pl.col("last_raw").alias("last_name"),
         pl.col("country_code").alias("country"),
-    ).sort(["trust", "timestamp", "node"], descending=[True, True, False], nulls_last=True)
+    ).sort(["trust", "received_at", "node"], descending=[True, True, False], nulls_last=True)
     name_fields = ("first_name", "last_name", "full_name")
     value_fields = [f for f in CONTACT_FIELDS if f not in name_fields]
     value_fields += ["email_norm", "phone_e164", "company_norm", "company_domain"]

@@ -265,3 +265,24 @@ def test_db_check_reports_rows_naming_a_deleted_contact(cli, database_url: str, 
     assert "contact_identifier row(s) name a contact that does not exist (contact_id)" in result.stderr
     assert "1 merge_decision row(s) name a contact that does not exist (winner_contact_id)" in result.stderr
     assert "gmail" not in result.stderr.lower()
+
+
+def test_the_sources_own_timestamp_is_kept(cli, database_url: str, tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "web.csv",
+        "id,Email,Submitted At,utm_campaign\n"
+        "A1,a@x.com,2026-06-25T19:57:00+02:00,spring\n"
+        "A2,b@x.com,25/06/2026,\n",
+    )
+    cli("import", "leads", str(path), "--source", "web", "--id-column", "id")
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT source_record_id, received_at, campaign FROM source_record ORDER BY source_record_id"
+        ).all()
+    engine.dispose()
+    (a1, a2) = rows
+    # SQLite keeps text, PostgreSQL an aware timestamp: both say 17:57 UTC
+    assert str(a1[1]).startswith("2026-06-25 17:57:00") and a1[2] == "spring"
+    assert a2[1] is None  # not ISO 8601: kept only in the row as received

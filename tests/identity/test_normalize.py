@@ -166,3 +166,35 @@ def test_international_fast_path_property(code: int, national: str) -> None:
 def test_fold_of_ascii_is_the_full_decomposition(raw: str) -> None:
     decomposed = unicodedata.normalize("NFKD", raw.lower())
     assert n.fold(raw) == "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2026-06-25T19:57:00+02:00", "2026-06-25 17:57:00"),
+        (" 2026-06-25 19:57:00 ", "2026-06-25 19:57:00"),  # no offset: read as UTC
+        ("2026-06-25T19:57:00.5Z", "2026-06-25 19:57:00.500000"),
+        ("2026-06-25", "2026-06-25 00:00:00"),
+        ("25/06/2026", None),  # day or month first: not guessed
+        ("2026-13-45", None),
+        ("", None),
+    ],
+)
+def test_timestamps(raw: str, expected: str | None) -> None:
+    (got,) = n.timestamps(pl.Series([raw])).to_list()
+    assert (
+        got.strftime("%Y-%m-%d %H:%M:%S" + (".%f" if got.microsecond else "")) if got else None
+    ) == expected
+    assert got is None or got.utcoffset().total_seconds() == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(text, st.datetimes(timezones=st.just(None)).map(lambda d: d.isoformat())), max_size=20)
+)
+def test_timestamps_never_raise_and_read_their_own_output(values: list[str]) -> None:
+    parsed = n.timestamps(pl.Series(values, dtype=pl.String))
+    assert parsed.len() == len(values)
+    # what it read, written back in ISO 8601, reads the same again
+    again = n.timestamps(parsed.dt.strftime("%Y-%m-%dT%H:%M:%S%.f%:z"))
+    assert again.to_list() == parsed.to_list()
