@@ -23,7 +23,7 @@ from crmctl.db.engine import tenant_of
 from crmctl.db.models import utcnow
 from crmctl.identity.history import surviving_contacts
 from crmctl.identity.normalize import NICKNAME_TO_CANONICAL
-from crmctl.identity.resolve import Resolution, connected, resolve
+from crmctl.identity.resolve import keep_apart, resolve
 from crmctl.identity.rules import ResolutionRules
 from crmctl.importers.leads import json_list
 
@@ -66,7 +66,7 @@ def resolve_existing(session: Session, rules: ResolutionRules, *, actor: str) ->
         .select("node", "kind", "value")
     )
     result = resolve(nodes.select("node", "first", "last"), keys, rules)
-    result = _keep_apart(result, _apart_pairs(session, tenant, nodes, roots))
+    result = keep_apart(result, _apart_pairs(session, tenant, nodes, roots))
     clusters = result.clusters.join(nodes.select("node", "id"), on="node")
     groups = clusters.group_by("cluster").agg(pl.col("id").sort()).filter(pl.col("id").list.len() > 1)
     edges = result.edges.join(result.clusters.rename({"node": "a"}), on="a")
@@ -146,58 +146,6 @@ def _apart_pairs(
         if a is not None and b is not None and a != b:
             pairs.add((min(a, b), max(a, b)))
     return sorted(pairs)
-
-
-def _keep_apart(result: Resolution, apart: list[tuple[int, int]]) -> Resolution:
-    """``result`` with no cluster holding both nodes of an ``apart`` pair: each such cluster is
-    rebuilt edge by edge, strongest first, refusing a union that would join a pair (like the
-    resolver's own chain guard); the refused edges go to review (a pair already decided is not
-    asked again, see :func:`_new_reviews`)."""
-    cluster_of = dict(result.clusters.iter_rows())
-    broken = {cluster_of[a] for a, b in apart if cluster_of[a] == cluster_of[b]}
-    if not broken:
-        return result
-    edges = result.edges.with_columns(pl.col("a").replace_strict(cluster_of).alias("_cluster"))
-    rebuild = edges.filter(pl.col("_cluster").is_in(list(broken))).sort(
-        ["score", "a", "b"], descending=[True, False, False]
-    )
-    parent: dict[int, int] = {}
-
-    def find(x: int) -> int:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    members: dict[int, set[int]] = {}
-    partners: dict[int, set[int]] = {}
-    for a, b in apart:
-        partners.setdefault(a, set()).add(b)
-        partners.setdefault(b, set()).add(a)
-    kept, refused = [], []
-    for edge in rebuild.iter_rows(named=True):
-        x, y = find(edge["a"]), find(edge["b"])
-        if x == y:
-            kept.append(edge)
-            continue
-        mx, my = members.setdefault(x, {x}), members.setdefault(y, {y})
-        if any(partners.get(n, set()) & my for n in mx):
-            refused.append(edge)
-            continue
-        parent[y] = x
-        members[x] = mx | my
-        kept.append(edge)
-    schema = edges.schema
-    merge_edges = pl.concat(
-        [edges.filter(~pl.col("_cluster").is_in(list(broken))), pl.DataFrame(kept, schema=schema)]
-    ).drop("_cluster")
-    refused_edges = pl.DataFrame(refused, schema=schema).select(result.reviews.columns)
-    return Resolution(
-        clusters=connected(result.clusters.height, merge_edges),
-        edges=merge_edges,
-        reviews=pl.concat([result.reviews, refused_edges]),
-    )
 
 
 def _new_reviews(session: Session, reviews: pl.DataFrame, nodes: pl.DataFrame, tenant: str, now: Any) -> int:

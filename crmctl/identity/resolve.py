@@ -98,6 +98,59 @@ def connected(n_nodes: int, edges: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def keep_apart(result: Resolution, apart: list[tuple[int, int]]) -> Resolution:
+    """``result`` with no cluster holding both nodes of an ``apart`` pair: each such cluster is
+    rebuilt edge by edge, strongest first, refusing a union that would join a pair (like the
+    resolver's own chain guard); the refused edges go to review (callers leave out the pairs a
+    person already decided). ``apart``: pairs of nodes whose contacts a person kept apart (a
+    rejected review item, which an undone merge also leaves)."""
+    cluster_of = dict(result.clusters.iter_rows())
+    broken = {cluster_of[a] for a, b in apart if cluster_of[a] == cluster_of[b]}
+    if not broken:
+        return result
+    edges = result.edges.with_columns(pl.col("a").replace_strict(cluster_of).alias("_cluster"))
+    rebuild = edges.filter(pl.col("_cluster").is_in(list(broken))).sort(
+        ["score", "a", "b"], descending=[True, False, False]
+    )
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    members: dict[int, set[int]] = {}
+    partners: dict[int, set[int]] = {}
+    for a, b in apart:
+        partners.setdefault(a, set()).add(b)
+        partners.setdefault(b, set()).add(a)
+    kept, refused = [], []
+    for edge in rebuild.iter_rows(named=True):
+        x, y = find(edge["a"]), find(edge["b"])
+        if x == y:
+            kept.append(edge)
+            continue
+        mx, my = members.setdefault(x, {x}), members.setdefault(y, {y})
+        if any(partners.get(n, set()) & my for n in mx):
+            refused.append(edge)
+            continue
+        parent[y] = x
+        members[x] = mx | my
+        kept.append(edge)
+    schema = edges.schema
+    merge_edges = pl.concat(
+        [edges.filter(~pl.col("_cluster").is_in(list(broken))), pl.DataFrame(kept, schema=schema)]
+    ).drop("_cluster")
+    refused_edges = pl.DataFrame(refused, schema=schema).select(result.reviews.columns)
+    return Resolution(
+        clusters=connected(result.clusters.height, merge_edges),
+        edges=merge_edges,
+        reviews=pl.concat([result.reviews, refused_edges]),
+    )
+
+
 def _pairs(keys: pl.DataFrame, rules: ResolutionRules) -> pl.DataFrame:
     """Candidate pairs sharing a key: all pairs inside small blocks, a star inside larger ones."""
     sized = keys.with_columns(pl.len().over("kind", "value").alias("size")).filter(pl.col("size") > 1)

@@ -66,3 +66,21 @@ def test_a_pair_is_queued_once_across_batches_in_flight(cli, tmp_path: Path) -> 
     # the same people from another source: merged into their contacts, the pair still asked once
     _import(cli, tom, "t")
     assert len(_items(cli)) == 1
+
+
+def test_an_import_does_not_merge_contacts_a_person_kept_apart(cli, tmp_path: Path) -> None:
+    # two contacts from a migration, merged by resolve, then taken apart by a person
+    crm = tmp_path / "crm.csv"
+    crm.write_text(
+        "external_id,email,first_name,last_name\nx1,kim.park@gmail.com,Kim,Park\ny1,kimpark@gmail.com,Kim,Park\n"
+    )
+    cli("import", "contacts", str(crm), "--source", "crm")
+    assert json.loads(cli("resolve", "--format", "json").stdout)["merged"] == 1
+    (decision,) = json.loads(cli("merges", "list", "--format", "json").stdout)
+    cli("merges", "undo", str(decision["id"]), "--yes")
+    # a lead with the address both share: it joins one of them, and the two stay apart
+    _import(cli, _file(tmp_path, "lead.csv", "L1,kim.park@gmail.com,Kim,Park,"), "web")
+    merges = json.loads(cli("merges", "list", "--format", "json").stdout)
+    assert [m for m in merges if m["kind"] == "contact" and not m["undone"]] == []
+    contacts = json.loads(cli("sources", "list", "--format", "json").stdout)
+    assert len(contacts) == 1 and contacts[0]["contact_id"] in (1, 2)
