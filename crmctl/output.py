@@ -132,6 +132,9 @@ def write_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], out: IO
 
 
 def _csv_cell(value: Any) -> Any:
+    # as JSON spells them, not Python: a script reading a CSV cell gets the same as from --format json
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, dict | list):
         return dumps(value, indent=None)
     if isinstance(value, datetime | date):

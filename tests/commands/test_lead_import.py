@@ -118,6 +118,10 @@ def test_dry_run_writes_nothing(cli, tmp_path: Path) -> None:
         cli("import", "leads", str(web), "--source", "web_form", "--format", "json").stdout
     )  # fmt: skip
     assert list(out) == list(real) and (out["new_contacts"], out["rejected"]) == (real["new_contacts"], 1)
+    # CSV cells as JSON spells them (lists, objects, booleans), not as Python prints them
+    as_csv = cli("import", "leads", str(web), "--source", "other", "--dry-run", "--format", "csv").stdout
+    row = next(csv.DictReader(io.StringIO(as_csv)))
+    assert (row["runs"], row["dry_run"]) == ("[]", "true") and json.loads(row["rules"])["email"] > 0
 
 
 def test_bad_input_is_one_sentence(cli, tmp_path: Path) -> None:
