@@ -267,45 +267,51 @@ def runs_undo(
     )
 
 
-def _decide(ctx: typer.Context, item_id: int, accept: bool, fmt: OutputFormat) -> None:
+def _decide(ctx: typer.Context, item_id: int, accept: bool, dry_run: bool, fmt: OutputFormat) -> None:
     from crmctl.identity.undo import decide_review
 
     app = app_context(ctx)
     db = app.database()
     command = "review accept" if accept else "review reject"
     with (
-        app.job(db, command, {"item": item_id}, lock="import", lock_wait_seconds=None),
+        app.job(db, command, {"item": item_id}, dry_run=dry_run, lock="import", lock_wait_seconds=None),
         db.session(write=True) as session,
     ):
         result = decide_review(session, item_id, accept=accept, actor=app.settings.actor)
-    app.render_mapping(result, fmt, title=f"Review item {item_id}")
+        if dry_run:
+            session.rollback()
+    title = f"Review item {item_id}" + (" (dry run: nothing written)" if dry_run else "")
+    app.render_mapping({"dry_run": dry_run, **result}, fmt, title=title)
 
 
-@review_app.command("accept", epilog=example("crmctl review accept 7"))
+@review_app.command("accept", epilog=example("crmctl review accept 7", "crmctl review accept 7 --dry-run"))
 def review_accept(
     ctx: typer.Context,
     item_id: Annotated[int, typer.Argument(help="Review item id.")],
+    dry_run: DryRunOption = False,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Same person: merge the two contacts (a merge decision records it)."""
-    _decide(ctx, item_id, True, fmt)
+    _decide(ctx, item_id, True, dry_run, fmt)
 
 
 @review_app.command("reject", epilog=example("crmctl review reject 7"))
 def review_reject(
     ctx: typer.Context,
     item_id: Annotated[int, typer.Argument(help="Review item id.")],
+    dry_run: DryRunOption = False,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Different people: keep the two contacts apart."""
-    _decide(ctx, item_id, False, fmt)
+    _decide(ctx, item_id, False, dry_run, fmt)
 
 
-@merges_app.command("undo", epilog=example("crmctl merges undo 42 --yes"))
+@merges_app.command("undo", epilog=example("crmctl merges undo 42 --yes", "crmctl merges undo 42 --dry-run"))
 def merges_undo(
     ctx: typer.Context,
     decision_id: Annotated[int, typer.Argument(help="Merge decision id (a contact-to-contact merge).")],
     yes: YesOption = False,
+    dry_run: DryRunOption = False,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Take back a contact merge; record-level merges are taken back with `imports undo RUN`."""
@@ -313,13 +319,24 @@ def merges_undo(
 
     app = app_context(ctx)
     db = app.database()
-    app.confirm(f"Undo merge decision {decision_id}?", yes=yes)
+    if not dry_run:
+        app.confirm(f"Undo merge decision {decision_id}?", yes=yes)
     with (
-        app.job(db, "merges undo", {"decision": decision_id}, lock="import", lock_wait_seconds=None),
+        app.job(
+            db,
+            "merges undo",
+            {"decision": decision_id},
+            dry_run=dry_run,
+            lock="import",
+            lock_wait_seconds=None,
+        ),
         db.session(write=True) as session,
     ):
         result = undo_merge(session, decision_id, actor=app.settings.actor)
-    app.render_mapping(result, fmt, title=f"Merge decision {decision_id}")
+        if dry_run:
+            session.rollback()
+    title = f"Merge decision {decision_id}" + (" (dry run: nothing written)" if dry_run else "")
+    app.render_mapping({"dry_run": dry_run, **result}, fmt, title=title)
 
 
 def resolve_command(

@@ -84,3 +84,18 @@ def test_an_import_does_not_merge_contacts_a_person_kept_apart(cli, tmp_path: Pa
     assert [m for m in merges if m["kind"] == "contact" and not m["undone"]] == []
     contacts = json.loads(cli("sources", "list", "--format", "json").stdout)
     assert len(contacts) == 1 and contacts[0]["contact_id"] in (1, 2)
+
+
+def test_review_and_merge_decisions_have_a_dry_run(cli, tmp_path: Path) -> None:
+    _import(cli, _file(tmp_path, "a.csv", "A1,kx@acme.io,Alice,Wong,"), "a")
+    _import(cli, _file(tmp_path, "b.csv", "B1,kx@acme.io,Bob,Park,"), "b")
+    (item,) = _items(cli)
+    for verb in ("accept", "reject"):
+        out = json.loads(cli("review", verb, str(item["id"]), "--dry-run", "--format", "json").stdout)
+        assert out["dry_run"] is True and out["status"] == f"{verb}ed"
+    assert [i["status"] for i in _items(cli)] == ["open"]
+    cli("review", "accept", str(item["id"]))
+    (decision,) = json.loads(cli("merges", "list", "--format", "json").stdout)
+    out = json.loads(cli("merges", "undo", str(decision["id"]), "--dry-run", "--format", "json").stdout)
+    assert out["dry_run"] is True
+    assert [m["undone"] for m in json.loads(cli("merges", "list", "--format", "json").stdout)] == [False]
