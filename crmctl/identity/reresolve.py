@@ -25,6 +25,7 @@ from crmctl.identity.history import surviving_contacts
 from crmctl.identity.normalize import NICKNAME_TO_CANONICAL
 from crmctl.identity.resolve import keep_apart, resolve
 from crmctl.identity.rules import ResolutionRules
+from crmctl.identity.survivorship import fill_survivors
 from crmctl.importers.leads import json_list
 
 
@@ -120,6 +121,9 @@ def resolve_existing(session: Session, rules: ResolutionRules, *, actor: str) ->
                 for w, loser in decisions.select("winner", "id").iter_rows()
             ],
         )
+        # survivorship: each survivor takes the merged contacts' values for the fields it lacks
+        merges = zip(ids, decisions["winner"].to_list(), decisions["id"].to_list(), strict=True)
+        fill_survivors(session, list(merges), now)
     reviews = _new_reviews(session, result.reviews, nodes, tenant, now)
     return {
         "contacts": contacts.height,

@@ -26,6 +26,7 @@ from crmctl.db.engine import tenant_of
 from crmctl.db.models import ImportRun, MergeDecision, ReviewItem, utcnow
 from crmctl.errors import NotFoundError, UsageError
 from crmctl.identity.records import normalise_records
+from crmctl.identity.survivorship import fill_survivors, unfill_survivor
 from crmctl.importers.leads import FILL_FIELDS, NAME_FIELDS
 
 CHUNK = 1000
@@ -573,6 +574,8 @@ def decide_review(session: Session, item_id: int, *, accept: bool, actor: str) -
                 ),
                 {"w": winner, "l": loser, "now": now, "t": tenant},
             )
+            assert decision.id is not None
+            fill_survivors(session, [(decision.id, winner, loser)], now)
             merged = True
     session.add(item)
     out: dict[str, Any] = {"id": item_id, "status": item.status, "merge_decision_id": item.merge_decision_id}
@@ -632,11 +635,21 @@ def undo_merge(session: Session, decision_id: int, *, actor: str) -> dict[str, A
             f"Merge decision {decision_id} cannot be undone: contact {loser} is no longer merged into "
             f"contact {winner} (it {where})."
         )
+    # the fields the merge filled on the survivor (resolve's and review accept's merges keep them)
+    restored = (
+        unfill_survivor(session, _as_dict(decision.before), winner, loser, now) if decision.before else []
+    )
     decision.undone_at = now
     decision.undone_by = actor
     session.add(decision)
     item_id = _keep_apart(session, tenant, decision, actor, now)
-    return {"id": decision_id, "restored_contact_id": loser, "undone": True, "review_item_id": item_id}
+    return {
+        "id": decision_id,
+        "restored_contact_id": loser,
+        "undone": True,
+        "fields_restored": restored,
+        "review_item_id": item_id,
+    }
 
 
 def _keep_apart(session: Session, tenant: str, decision: MergeDecision, actor: str, now: Any) -> int | None:
