@@ -1020,7 +1020,7 @@ def _write(
     writes.run(_hold_existing, contacts["contact_id"], writes.deferred)
     _merge_losers(session, writes, losers, counts, now)
     writes.run(_update_existing, fill, now)
-    _review_items(session, writes, reviews, contacts, run_id, now)
+    _review_items(session, writes, reviews, run_id, now)
     if not writes.deferred:
         return None
     if dialect_of(session) == "sqlite":
@@ -1384,7 +1384,10 @@ def _review_pairs(
     )
     # only pairs of two existing contacts can have been asked about before
     existing = contacts["contact_id"].implode()
-    both_existing = pairs.filter(pl.col("left").is_in(existing) & pl.col("right").is_in(existing))
+    pairs = pairs.with_columns(
+        (pl.col("left").is_in(existing) & pl.col("right").is_in(existing)).alias("existing")
+    )
+    both_existing = pairs.filter("existing")
     if both_existing.height == 0:
         return pairs
     ids = sorted(set(both_existing["left"].to_list()) | set(both_existing["right"].to_list()))
@@ -1411,9 +1414,7 @@ def _review_pairs(
     return pairs.join(known, on=["left", "right"], how="anti")
 
 
-def _review_items(
-    session: Session, writes: _Writes, pairs: pl.DataFrame, contacts: pl.DataFrame, run_id: int, now: Any
-) -> None:
+def _review_items(session: Session, writes: _Writes, pairs: pl.DataFrame, run_id: int, now: Any) -> None:
     """Queue ``pairs`` (from :func:`_review_pairs`) for a person to decide."""
     if pairs.height == 0:
         return
@@ -1433,8 +1434,7 @@ def _review_items(
     )
     # a pair of existing contacts may also have been queued by the batch still in flight, which
     # the read could not see: the writer keeps the first
-    existing = contacts["contact_id"].implode()
-    lefts = pairs.filter(pl.col("left").is_in(existing) & pl.col("right").is_in(existing))["left"]
+    lefts = pairs.filter("existing")["left"]
     if lefts.len():
         writes.run(_drop_repeated_review_pairs, run_id, sorted(set(lefts.to_list())))
 
