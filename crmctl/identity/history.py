@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
@@ -236,3 +237,24 @@ def import_run(session: Session, run_id: int) -> tuple[dict[str, Any], pl.DataFr
         "finished_at": run.finished_at,
     }
     return summary, results
+
+
+def kept_apart(
+    session: Session, node_of: Mapping[int, int], root_of: Mapping[int, int] | None = None
+) -> list[tuple[int, int]]:
+    """The pairs of contacts a person kept apart (rejected review pairs, which ``merges undo`` also
+    leaves) as pairs of nodes: ``node_of`` maps a contact id to its node, ``root_of`` a merged
+    contact to its survivor. Rejected pairs are few: all of the tenant's are read."""
+    rejected = bulk.read_frame(
+        session,
+        "SELECT left_contact_id, right_contact_id FROM review_item "
+        "WHERE tenant_id = :t AND status = 'rejected'",
+        {"t": tenant_of(session)},
+    )
+    roots = root_of or {}
+    pairs = set()
+    for left, right in rejected.iter_rows():
+        a, b = node_of.get(roots.get(left, left)), node_of.get(roots.get(right, right))
+        if a is not None and b is not None and a != b:
+            pairs.add((min(a, b), max(a, b)))
+    return sorted(pairs)

@@ -21,7 +21,7 @@ from sqlmodel import Session
 from crmctl.db import bulk
 from crmctl.db.engine import tenant_of
 from crmctl.db.models import utcnow
-from crmctl.identity.history import surviving_contacts
+from crmctl.identity.history import kept_apart, surviving_contacts
 from crmctl.identity.normalize import NICKNAME_TO_CANONICAL
 from crmctl.identity.resolve import keep_apart, resolve
 from crmctl.identity.rules import ResolutionRules
@@ -67,7 +67,7 @@ def resolve_existing(session: Session, rules: ResolutionRules, *, actor: str) ->
         .select("node", "kind", "value")
     )
     result = resolve(nodes.select("node", "first", "last"), keys, rules)
-    result = keep_apart(result, _apart_pairs(session, tenant, nodes, roots))
+    result = keep_apart(result, kept_apart(session, dict(nodes.select("id", "node").iter_rows()), roots))
     clusters = result.clusters.join(nodes.select("node", "id"), on="node")
     groups = clusters.group_by("cluster").agg(pl.col("id").sort()).filter(pl.col("id").list.len() > 1)
     edges = result.edges.join(result.clusters.rename({"node": "a"}), on="a")
@@ -131,25 +131,6 @@ def resolve_existing(session: Session, rules: ResolutionRules, *, actor: str) ->
         "sent_to_review": reviews,
         "rules": dict(result.edges.group_by("rule").len().iter_rows()),
     }
-
-
-def _apart_pairs(
-    session: Session, tenant: str, nodes: pl.DataFrame, roots: dict[int, int]
-) -> list[tuple[int, int]]:
-    """The rejected review pairs as pairs of nodes (their surviving contacts), two distinct ones."""
-    rejected = bulk.read_frame(
-        session,
-        "SELECT left_contact_id, right_contact_id FROM review_item "
-        "WHERE tenant_id = :t AND status = 'rejected'",
-        {"t": tenant},
-    )
-    node_of = dict(nodes.select("id", "node").iter_rows())
-    pairs = set()
-    for left, right in rejected.iter_rows():
-        a, b = node_of.get(roots.get(left, left)), node_of.get(roots.get(right, right))
-        if a is not None and b is not None and a != b:
-            pairs.add((min(a, b), max(a, b)))
-    return sorted(pairs)
 
 
 def _new_reviews(session: Session, reviews: pl.DataFrame, nodes: pl.DataFrame, tenant: str, now: Any) -> int:

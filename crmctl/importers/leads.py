@@ -30,6 +30,7 @@ from crmctl.db.engine import Database, dialect_of, tenant_of
 from crmctl.db.models import ImportRun, utcnow
 from crmctl.db.sql import lock_rows
 from crmctl.errors import CrmctlError, InputError
+from crmctl.identity.history import kept_apart
 from crmctl.identity.normalize import NICKNAME_TO_CANONICAL
 from crmctl.identity.records import FIELD_ALIASES, FIELDS, normalise_records, record_keys
 from crmctl.identity.resolve import keep_apart, resolve
@@ -600,34 +601,14 @@ def _resolve_batch(
         ]
     )
     resolution = resolve(nodes, pl.concat([keys, contact_keys]), options.rules)
-    resolution = keep_apart(resolution, _kept_apart(session, contacts))
+    if contacts.height > 1:  # a rejected pair of existing contacts is not merged by an import either
+        resolution = keep_apart(
+            resolution, kept_apart(session, dict(contacts.select("contact_id", "node").iter_rows()))
+        )
     writes = _Writes(session, deferred=deferred)
     floors = delta.next_ids if delta is not None else {}
     written = _write(session, writes, records, contacts, stored, resolution, run_id, options, counts, floors)
     return writes, written
-
-
-def _kept_apart(session: Session, contacts: pl.DataFrame) -> list[tuple[int, int]]:
-    """The pairs of existing contacts (as nodes) a person kept apart: a rejected review pair (which
-    an undone merge also leaves) is not merged by an import either, whatever new record links them.
-    Rejected pairs are few: all of the tenant's are read, those of this batch's contacts kept."""
-    if contacts.height < 2:
-        return []
-    rejected = bulk.read_frame(
-        session,
-        "SELECT left_contact_id, right_contact_id FROM review_item "
-        "WHERE tenant_id = :t AND status = 'rejected'",
-        {"t": tenant_of(session)},
-    )
-    if rejected.height == 0:
-        return []
-    node_of = dict(contacts.select("contact_id", "node").iter_rows())
-    pairs = {
-        (min(node_of[left], node_of[right]), max(node_of[left], node_of[right]))
-        for left, right in rejected.iter_rows()
-        if left in node_of and right in node_of and left != right
-    }
-    return sorted(pairs)
 
 
 def _suppressed(session: Session, records: pl.DataFrame, options: LeadImportOptions) -> pl.Series | None:
