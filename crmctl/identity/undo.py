@@ -61,7 +61,8 @@ def _as_dict(value: Any) -> dict[str, Any]:
 
 
 def _listed(ids: Iterable[int]) -> str:
-    return ", ".join(str(i) for i in sorted(set(ids)))
+    """Newest first: the order in which they are to be undone."""
+    return ", ".join(str(i) for i in sorted(set(ids), reverse=True))
 
 
 def _roots(session: Session, tenant: str, ids: Iterable[int]) -> dict[int, int]:
@@ -199,7 +200,9 @@ def undo_run(session: Session, run_id: int, *, actor: str) -> RunUndone:
         ).rowcount
     fills = [d for d in decisions if _as_dict(d.before) and d.winner_contact_id not in created_set]
     restored = _restore_fills(session, run, fills, now)
-    conn.execute(text("DELETE FROM review_item WHERE tenant_id = :t AND import_run_id = :r"), params)
+    own_items = conn.execute(
+        text("DELETE FROM review_item WHERE tenant_id = :t AND import_run_id = :r"), params
+    ).rowcount
     conn.execute(
         text(
             "DELETE FROM contact_identifier WHERE tenant_id = :t AND source_record_id IN "
@@ -218,7 +221,7 @@ def undo_run(session: Session, run_id: int, *, actor: str) -> RunUndone:
     removed = conn.execute(
         text("DELETE FROM source_record WHERE tenant_id = :t AND import_run_id = :r"), params
     ).rowcount
-    items_removed = 0
+    items_removed = own_items
     # every reference to a created contact goes before the contacts (foreign keys): the questions
     # and answers about them (resolve's review items, pairs kept apart), the (undone) merges naming
     # them, and the links between two of them (a chunk may delete the winner before its loser)
@@ -535,6 +538,14 @@ def decide_review(session: Session, item_id: int, *, accept: bool, actor: str) -
         raise NotFoundError(f"There is no review item {item_id} in this tenant.")
     if item.status != "open":
         raise UsageError(f"Review item {item_id} is already {item.status}.")
+    if not accept:
+        roots = _roots(session, tenant, (item.left_contact_id, item.right_contact_id))
+        if roots[item.left_contact_id] == roots[item.right_contact_id]:
+            raise UsageError(
+                f"Review item {item_id} cannot be rejected: its two contacts are already one contact "
+                f"({roots[item.left_contact_id]}), through another merge.",
+                hint="Take that merge back first (crmctl merges list; crmctl merges undo ID).",
+            )
     now = utcnow()
     item.status = "accepted" if accept else "rejected"
     item.decided_at = now
@@ -554,7 +565,7 @@ def decide_review(session: Session, item_id: int, *, accept: bool, actor: str) -
             )
             decision = MergeDecision(
                 tenant_id=tenant,
-                import_run_id=item.import_run_id,
+                import_run_id=None,  # a person's, not the run's: imports undo refuses while it stands
                 kind="contact",
                 rule=f"review:{item.rule}",
                 score=item.score,
@@ -642,6 +653,14 @@ def undo_merge(session: Session, decision_id: int, *, actor: str) -> dict[str, A
     decision.undone_at = now
     decision.undone_by = actor
     session.add(decision)
+    # the review item whose accept made this merge now says what the person decided last
+    session.connection().execute(
+        text(
+            "UPDATE review_item SET status = 'rejected', decided_at = :now, decided_by = :actor "
+            "WHERE tenant_id = :t AND merge_decision_id = :d"
+        ),
+        {"now": now, "actor": actor, "t": tenant, "d": decision_id},
+    )
     item_id = _keep_apart(session, tenant, decision, actor, now)
     return {
         "id": decision_id,

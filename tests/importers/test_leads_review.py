@@ -99,3 +99,40 @@ def test_review_and_merge_decisions_have_a_dry_run(cli, tmp_path: Path) -> None:
     out = json.loads(cli("merges", "undo", str(decision["id"]), "--dry-run", "--format", "json").stdout)
     assert out["dry_run"] is True
     assert [m["undone"] for m in json.loads(cli("merges", "list", "--format", "json").stdout)] == [False]
+
+
+def test_review_decisions_stay_true_to_the_contacts(cli, tmp_path: Path) -> None:
+    toms = _file(
+        tmp_path,
+        "tom.csv",
+        "T1,tom.k1@gmail.com,Tom,Kowalski,+1 212 555 0144",
+        "T2,tom.k2@yahoo.com,Tom,Kowalski,+1 212 555 0144",
+        "T3,tom.k3@aol.com,Tom,Kowalski,+1 212 555 0144",
+    )
+    _import(cli, toms, "s")
+    items = {(i["left_contact_id"], i["right_contact_id"]): i["id"] for i in _items(cli)}
+    assert set(items) == {(1, 2), (1, 3), (2, 3)}
+    cli("review", "accept", str(items[(1, 2)]))
+    cli("review", "accept", str(items[(2, 3)]))  # 3 joins 1, the survivor of 1 and 2
+    # "different people" for two contacts that are one: refused, not recorded
+    refused = cli("review", "reject", str(items[(1, 3)]), expect=2)
+    assert "already one contact" in refused.stderr
+    # undoing a merge says so on the item whose accept made it
+    merges = json.loads(cli("merges", "list", "--format", "json").stdout)
+    newest = max(m["id"] for m in merges)
+    cli("merges", "undo", str(newest), "--yes")
+    status = {(i["left_contact_id"], i["right_contact_id"]): i["status"] for i in _items(cli)}
+    assert status[(2, 3)] == "rejected"
+
+
+def test_imports_undo_refuses_while_an_accepted_merge_stands(cli, tmp_path: Path) -> None:
+    _import(cli, _file(tmp_path, "a.csv", "A1,kx@acme.io,Alice,Wong,"), "a")
+    _import(cli, _file(tmp_path, "b.csv", "B1,kx@acme.io,Bob,Park,"), "b")
+    (item,) = _items(cli)
+    cli("review", "accept", str(item["id"]))
+    refused = cli("imports", "undo", "2", "--yes", expect=2)
+    assert "merge decision(s) 1" in refused.stderr
+    (decision,) = json.loads(cli("merges", "list", "--format", "json").stdout)
+    cli("merges", "undo", str(decision["id"]), "--yes")
+    out = json.loads(cli("imports", "undo", "2", "--yes", "--format", "json").stdout)
+    assert out["review_items_removed"] == 1
