@@ -8,7 +8,7 @@ from typing import Any
 import polars as pl
 from sqlmodel import Session, select
 
-from crmctl.db import bulk
+from crmctl.db import bulk, sql
 from crmctl.db.engine import tenant_of
 from crmctl.db.models import ImportRun, MergeDecision, ReviewItem, SourceRecord
 from crmctl.errors import NotFoundError
@@ -18,12 +18,12 @@ from crmctl.identity.normalize import split_full_name
 def source_links(session: Session, source: str | None = None) -> pl.DataFrame:
     """source, source_record_id, contact_id (the surviving contact) for every imported row."""
     tenant = tenant_of(session)
-    sql = (
+    query = (
         "SELECT source, source_record_id, contact_id FROM source_record WHERE tenant_id = :t"
         + (" AND source = :s" if source else "")
         + " ORDER BY source, id"
     )
-    links = bulk.read_frame(session, sql, {"t": tenant, "s": source})
+    links = bulk.read_frame(session, query, {"t": tenant, "s": source})
     if links.height == 0:
         return pl.DataFrame(
             schema={"source": pl.String, "source_record_id": pl.String, "contact_id": pl.Int64}
@@ -131,18 +131,16 @@ def review_items(session: Session, *, status: str | None = "open", limit: int = 
         query = query.where(ReviewItem.status == status)
     rows = session.exec(query.order_by(ReviewItem.id).limit(limit)).all()  # type: ignore[arg-type]
     ids = sorted({r.left_contact_id for r in rows} | {r.right_contact_id for r in rows})
+    contacts = sql.frame(
+        session,
+        "SELECT id, first_name, last_name, email, phone, company FROM contact "
+        f"WHERE tenant_id = :tenant AND {sql.in_list(session, 'id', 'ids')}",
+        ids=sql.list_param(session, ids),
+    )
     shown: dict[int, str] = {}
-    for start in range(0, len(ids), 5000):
-        chunk = ", ".join(str(int(i)) for i in ids[start : start + 5000])
-        contacts = bulk.read_frame(
-            session,
-            "SELECT id, first_name, last_name, email, phone, company FROM contact "
-            f"WHERE tenant_id = :t AND id IN ({chunk})",
-            {"t": tenant_of(session)},
-        )
-        for cid, first, last, email, phone, company in contacts.iter_rows():
-            name = " ".join(p for p in (first, last) if p)
-            shown[cid] = " · ".join(p for p in (name, email, phone, company) if p)
+    for cid, first, last, email, phone, company in contacts.iter_rows():
+        name = " ".join(p for p in (first, last) if p)
+        shown[cid] = " · ".join(p for p in (name, email, phone, company) if p)
     return [
         {
             "id": r.id,

@@ -14,27 +14,21 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel import Session
 
-from crmctl.db import bulk
+from crmctl.db import sql
 from crmctl.db.engine import dialect_of, tenant_of
 from crmctl.importers.leads import FILL_FIELDS, NAME_FIELDS
 
 _VALUE_FIELDS = tuple(f for f in FILL_FIELDS if f not in NAME_FIELDS)
-_CHUNK = 5000
 
 
 def _contacts(session: Session, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-    wanted = sorted(set(ids))
-    out: dict[int, dict[str, Any]] = {}
-    for start in range(0, len(wanted), _CHUNK):
-        listed = ", ".join(str(int(i)) for i in wanted[start : start + _CHUNK])
-        frame = bulk.read_frame(
-            session,
-            f"SELECT id, erased_at, {', '.join(FILL_FIELDS)} FROM contact "
-            f"WHERE tenant_id = :t AND id IN ({listed})",
-            {"t": tenant_of(session)},
-        )
-        out.update({row["id"]: row for row in frame.iter_rows(named=True)})
-    return out
+    frame = sql.frame(
+        session,
+        f"SELECT id, erased_at, {', '.join(FILL_FIELDS)} FROM contact "
+        f"WHERE tenant_id = :tenant AND {sql.in_list(session, 'id', 'ids')}",
+        ids=sql.list_param(session, sorted(set(ids))),
+    )
+    return {row["id"]: row for row in frame.iter_rows(named=True)}
 
 
 def _fills(held: dict[str, Any], merged: dict[str, Any]) -> dict[str, Any]:

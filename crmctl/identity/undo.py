@@ -538,14 +538,13 @@ def decide_review(session: Session, item_id: int, *, accept: bool, actor: str) -
         raise NotFoundError(f"There is no review item {item_id} in this tenant.")
     if item.status != "open":
         raise UsageError(f"Review item {item_id} is already {item.status}.")
-    if not accept:
-        roots = _roots(session, tenant, (item.left_contact_id, item.right_contact_id))
-        if roots[item.left_contact_id] == roots[item.right_contact_id]:
-            raise UsageError(
-                f"Review item {item_id} cannot be rejected: its two contacts are already one contact "
-                f"({roots[item.left_contact_id]}), through another merge.",
-                hint="Take that merge back first (crmctl merges list; crmctl merges undo ID).",
-            )
+    roots = _roots(session, tenant, (item.left_contact_id, item.right_contact_id))
+    if not accept and roots[item.left_contact_id] == roots[item.right_contact_id]:
+        raise UsageError(
+            f"Review item {item_id} cannot be rejected: its two contacts are already one contact "
+            f"({roots[item.left_contact_id]}), through another merge.",
+            hint="Take that merge back first (crmctl merges list; crmctl merges undo ID).",
+        )
     now = utcnow()
     item.status = "accepted" if accept else "rejected"
     item.decided_at = now
@@ -553,7 +552,6 @@ def decide_review(session: Session, item_id: int, *, accept: bool, actor: str) -
     merged = False
     contact_id: int | None = None
     if accept:
-        roots = _roots(session, tenant, (item.left_contact_id, item.right_contact_id))
         winner, loser = sorted((roots[item.left_contact_id], roots[item.right_contact_id]))
         contact_id = winner
         if winner != loser:
@@ -661,7 +659,7 @@ def undo_merge(session: Session, decision_id: int, *, actor: str) -> dict[str, A
         ),
         {"now": now, "actor": actor, "t": tenant, "d": decision_id},
     )
-    item_id = _keep_apart(session, tenant, decision, actor, now)
+    item_id = _remember_apart(session, tenant, decision, actor, now)
     return {
         "id": decision_id,
         "restored_contact_id": loser,
@@ -671,7 +669,9 @@ def undo_merge(session: Session, decision_id: int, *, actor: str) -> dict[str, A
     }
 
 
-def _keep_apart(session: Session, tenant: str, decision: MergeDecision, actor: str, now: Any) -> int | None:
+def _remember_apart(
+    session: Session, tenant: str, decision: MergeDecision, actor: str, now: Any
+) -> int | None:
     """Remember an undone merge as a rejected review pair (the existing item for the pair, else a
     new one): resolution does not merge or ask about a rejected pair again."""
     left, right = sorted((decision.winner_contact_id, decision.loser_contact_id or 0))

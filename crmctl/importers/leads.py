@@ -23,7 +23,7 @@ import polars as pl
 from sqlalchemy import text
 from sqlmodel import Session
 
-from crmctl.db import bulk
+from crmctl.db import bulk, sql
 from crmctl.db.batch_writer import AFTER_PREVIOUS_BATCH, WriteOp, batch_writer
 from crmctl.db.checkpoints import BackgroundCheckpoints, background_checkpoints, batch_session
 from crmctl.db.engine import Database, dialect_of, tenant_of
@@ -1372,25 +1372,19 @@ def _review_pairs(
     if both_existing.height == 0:
         return pairs
     ids = sorted(set(both_existing["left"].to_list()) | set(both_existing["right"].to_list()))
-    # review items are few and have no index by contact: one read per 5,000 contacts (the ids are
-    # integers, written into the statement)
-    asked = [
-        bulk.read_frame(
-            session,
-            "SELECT left_contact_id AS one, right_contact_id AS other FROM review_item "
-            f"WHERE tenant_id = :t AND left_contact_id IN ({', '.join(map(str, chunk))})",
-            {"t": tenant_of(session)},
-        )
-        for chunk in (ids[start : start + 5000] for start in range(0, len(ids), 5000))
-    ]
+    # review items are few and have no index by contact: one read of the tenant's, by a list
+    asked = sql.frame(
+        session,
+        "SELECT left_contact_id AS one, right_contact_id AS other FROM review_item "
+        f"WHERE tenant_id = :tenant AND {sql.in_list(session, 'left_contact_id', 'ids')}",
+        {"one": pl.Int64, "other": pl.Int64},
+        ids=sql.list_param(session, ids),
+    )
     known = pl.concat(
         [
-            frame.select(pl.col(a).cast(pl.Int64).alias("left"), pl.col(b).cast(pl.Int64).alias("right"))
-            for frame in asked
-            if frame.height
-            for a, b in (("one", "other"), ("other", "one"))
+            asked.select(pl.col("one").alias("left"), pl.col("other").alias("right")),
+            asked.select(pl.col("other").alias("left"), pl.col("one").alias("right")),
         ]
-        or [pl.DataFrame(schema={"left": pl.Int64, "right": pl.Int64})]
     )
     return pairs.join(known, on=["left", "right"], how="anti")
 
@@ -1424,18 +1418,16 @@ def _drop_repeated_review_pairs(session: Session, run_id: int, lefts: list[int])
     """Keep one review item per pair among this run's pairs whose left contact is in ``lefts``
     (this run stores every pair as left < right). Runs in the writer's transaction, where the
     batch before has committed."""
-    chunks = [lefts[start : start + 5000] for start in range(0, len(lefts), 5000)]
-    for chunk in chunks:
-        within = (
-            f"tenant_id = :t AND import_run_id = :r AND left_contact_id IN ({', '.join(map(str, chunk))})"
-        )
-        session.connection().execute(
-            text(
-                f"DELETE FROM review_item WHERE {within} AND id NOT IN "
-                f"(SELECT MIN(id) FROM review_item WHERE {within} GROUP BY left_contact_id, right_contact_id)"
-            ),
-            {"t": tenant_of(session), "r": run_id},
-        )
+    within = (
+        f"tenant_id = :tenant AND import_run_id = :r AND {sql.in_list(session, 'left_contact_id', 'lefts')}"
+    )
+    sql.execute(
+        session,
+        f"DELETE FROM review_item WHERE {within} AND id NOT IN "
+        f"(SELECT MIN(id) FROM review_item WHERE {within} GROUP BY left_contact_id, right_contact_id)",
+        r=run_id,
+        lefts=sql.list_param(session, lefts),
+    )
 
 
 def json_list(column: str) -> pl.Expr:
